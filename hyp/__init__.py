@@ -1,0 +1,1 @@
+"""Pure-Python hypervisor and ARMv7 architecture model (never imports Unicorn)."""

@@ -1,0 +1,1 @@
+"""ARMv7-A architecture model: what the MMU hardware does (DDI 0406C)."""

@@ -1,0 +1,103 @@
+"""The stage-2 translation table walk, as the MMU hardware does it (DDI 0406C B3.6, B3.7).
+
+`translate` returns either a `Translation` or a `Fault` value - never raises for a guest
+fault. Debug walks (`debug=True`) are identical except that they never touch anything but
+the descriptors (the hardware model has no side effects anyway: AF and dirty state are
+managed by software on ARMv7), and they record each step for dumps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import descriptors as d
+from .descriptors import Kind, Prot
+from .fault import Access, Fault, FaultType
+from .regs import IPA_MAX_BITS, S2Config
+
+DESC_HIGH_MASK = ((1 << 48) - 1) & ~((1 << 40) - 1)    # output address bits [47:40]
+
+
+@dataclass(frozen=True)
+class WalkStep:
+    level: int
+    desc_pa: int
+    desc: int
+
+
+@dataclass
+class Translation:
+    """A successful stage-2 walk: the leaf that maps the IPA."""
+    ipa: int
+    pa: int
+    level: int
+    prot: Prot
+    desc: int
+    steps: list[WalkStep] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return d.LEVEL_SIZE[self.level]
+
+    @property
+    def page_pa(self) -> int:
+        return self.pa & ~0xFFF
+
+
+def allowed(prot: Prot, access: Access) -> bool:
+    """Stage-2 permission check; an AArch32 fetch needs read permission and XN clear."""
+    if access == Access.READ:
+        return bool(prot & Prot.R)
+    if access == Access.WRITE:
+        return bool(prot & Prot.W)
+    return bool(prot & Prot.X) and bool(prot & Prot.R)
+
+
+def table_index(ipa: int, level: int, cfg: S2Config) -> int:
+    """Index into the table at `level`; the start level takes every remaining input bit."""
+    shift = d.LEVEL_SHIFT[level]
+    top = cfg.input_bits if level == cfg.start_level else shift + 9
+    return (ipa >> shift) & ((1 << (top - shift)) - 1)
+
+
+def translate(mem, cfg: S2Config, ipa: int, access: Access, *,
+              record: bool = False, check_perm: bool = True) -> Translation | Fault:
+    """Walk the stage-2 tables in host memory `mem` for one IPA access (B3.6.6)."""
+    steps: list[WalkStep] = []
+
+    def fault(kind: FaultType, level: int) -> Fault:
+        return Fault(type=kind, level=level, access=access, ipa=ipa)
+
+    if not cfg.valid or ipa >> min(cfg.input_bits, IPA_MAX_BITS):
+        return fault(FaultType.TRANSLATION, 1)
+    if cfg.bad_vttbr_high:
+        return fault(FaultType.ADDRESS_SIZE, 0)
+    level = cfg.start_level
+    table = cfg.root_pa
+    while True:
+        desc_pa = table + 8 * table_index(ipa, level, cfg)
+        if not mem.contains(desc_pa, 8):
+            return fault(FaultType.EXTERNAL_WALK, level)
+        desc = mem.read64(desc_pa)
+        if record:
+            steps.append(WalkStep(level, desc_pa, desc))
+        k = d.kind(desc, level)
+        if k is Kind.INVALID:
+            return fault(FaultType.TRANSLATION, level)
+        if desc & DESC_HIGH_MASK:
+            return fault(FaultType.ADDRESS_SIZE, level)
+        if k is Kind.TABLE:
+            table = desc & d.ADDR_MASK
+            level += 1
+            continue
+        if not d.S2_AF.get(desc):
+            return fault(FaultType.ACCESS_FLAG, level)
+        prot = d.bits_to_prot(desc)
+        if check_perm and not allowed(prot, access):
+            return fault(FaultType.PERMISSION, level)
+        pa = d.out_addr(desc, level) | (ipa & (d.LEVEL_SIZE[level] - 1))
+        return Translation(ipa=ipa, pa=pa, level=level, prot=prot, desc=desc, steps=steps)
+
+
+def lookup(mem, cfg: S2Config, ipa: int) -> Translation | Fault:
+    """Side-effect-free debug walk: the leaf for `ipa` whatever its permissions, with steps."""
+    return translate(mem, cfg, ipa, Access.READ, record=True, check_perm=False)

@@ -1,0 +1,390 @@
+"""A VM's stage-2 tables in host memory (KVM's stage2_* in arch/arm/kvm/mmu.c).
+
+One range walker, many small visitors (as Linux's kvm_pgtable). Every descriptor change goes
+through `Stage2._store`, which does the TLB maintenance the architecture requires:
+  invalid -> valid              no flush
+  permission upgrade            no flush (a TLB never holds what faulted more permissive)
+  permission downgrade, unmap   VMID flush (batched: one per operation)
+  anything else valid -> valid  break-before-make: invalidate, flush, write the new one
+`skip_flush` turns the flushes off so a missing flush can be observed (stale TLB).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .arch import descriptors as d
+from .arch.descriptors import Prot
+from .arch.regs import S2Config, make_vtcr, make_vttbr
+from .arch.tlb import TLB
+from .arch.walk import Translation, lookup, table_index
+from .arch.fault import Fault
+from .pgalloc import TablePool
+from .physmem import PhysMem
+
+U64 = np.uint64
+_VALID = U64(1)
+_TYPE = U64(2)
+_ADDR = U64(d.ADDR_MASK)
+_S2AP_W = U64(1 << 7)           # HAP[2]: write permission
+_S2AP_R = U64(1 << 6)
+_XN = U64(d.S2_XN.mask)
+_AF = U64(d.S2_AF.mask)
+_NOT_PROT = ~U64(d.PROT_BITS_MASK | d.S2_AF.mask)    # what a permission/AF change leaves alone
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """A merged run of leaves for dumps: IPA range -> PA range with one set of attributes."""
+    ipa: int
+    pa: int
+    size: int
+    level: int
+    prot: Prot
+    af: bool
+
+    def describe(self) -> str:
+        p = ("r" if self.prot & Prot.R else "-") + ("w" if self.prot & Prot.W else "-") + \
+            ("x" if self.prot & Prot.X else "-")
+        kind = {1: "1G block", 2: "2M block", 3: "4K page"}[self.level]
+        return (f"IPA {self.ipa:#011x}-{self.ipa + self.size - 1:#011x} -> PA {self.pa:#012x} "
+                f"{self.size >> 10:>8} KiB {p} AF={int(self.af)} XN={int(not self.prot & Prot.X)} {kind}")
+
+
+def _is_leaf(view: np.ndarray, level: int) -> np.ndarray:
+    valid = (view & _VALID) != 0
+    typ = (view & _TYPE) != 0
+    return valid & typ if level == 3 else valid & ~typ
+
+
+def _is_table(view: np.ndarray, level: int) -> np.ndarray:
+    if level == 3:
+        return np.zeros(view.shape, dtype=bool)
+    return ((view & _VALID) != 0) & ((view & _TYPE) != 0)
+
+
+class Stage2:
+    """Stage-2 translation tables of one VM, rooted in `pool`, maintained through `tlb`."""
+
+    def __init__(self, mem: PhysMem, pool: TablePool, tlb: TLB, vmid: Callable[[], int],
+                 t0sz: int = -8, sl0: int = 1) -> None:
+        self.mem, self.pool, self.tlb, self._vmid = mem, pool, tlb, vmid
+        self.vtcr = make_vtcr(t0sz, sl0)
+        base = S2Config.decode(self.vtcr, 0)
+        if not base.valid:
+            raise ValueError(f"inconsistent VTCR: T0SZ={t0sz} SL0={sl0}")
+        n = base.root_tables
+        self.root = pool.alloc(n, align_pages=n)
+        self.root_pages = n
+        self.skip_flush = False
+        self.flushes = 0
+        self.observers: list[Callable[..., None]] = []
+        self._batch = 0
+        self._pending = False
+
+    # ---- registers -------------------------------------------------------------------
+    @property
+    def vttbr(self) -> int:
+        return make_vttbr(self.root, self._vmid())
+
+    @property
+    def cfg(self) -> S2Config:
+        return S2Config.decode(self.vtcr, self.vttbr)
+
+    # ---- TLB maintenance: the one place -------------------------------------------------
+    def _event(self, kind: str, **info) -> None:
+        for fn in self.observers:
+            fn(kind, **info)
+
+    def flush(self, reason: str) -> None:
+        """kvm_tlb_flush_vmid: invalidate this VM's entries (unless flushes are disabled)."""
+        if self._batch:
+            self._pending = True
+            return
+        self._event("tlb_flush", reason=reason, skipped=self.skip_flush)
+        if self.skip_flush:
+            return
+        self.flushes += 1
+        self.tlb.flush_vmid(self._vmid())
+
+    @contextmanager
+    def batch(self, reason: str) -> Iterator[None]:
+        """Coalesce the flushes of downgrades into one at the end (KVM: kvm_flush_remote_tlbs)."""
+        self._batch += 1
+        try:
+            yield
+        finally:
+            self._batch -= 1
+            if not self._batch and self._pending:
+                self._pending = False
+                self.flush(reason)
+
+    def _store(self, table_pa: int, level: int, lo: int, new) -> None:
+        """Write descriptors table[lo:lo+len(new)] with the TLB maintenance they need."""
+        view = self.mem.table(table_pa, self._entries(table_pa, level))
+        new = np.asarray(new, dtype=U64)
+        hi = lo + new.size
+        old = view[lo:hi].copy()
+        changed = old != new
+        if not changed.any():
+            return
+        old_valid = (old & _VALID) != 0
+        new_valid = (new & _VALID) != 0
+        same_shape = ((old ^ new) & _NOT_PROT) == 0
+        bbm = changed & old_valid & new_valid & ~same_shape
+        if bbm.any():
+            # Break-before-make (B3.10.1): invalidate, flush, then write the new entry.
+            seg = view[lo:hi]
+            seg[bbm] = 0
+            saved, self._batch = self._batch, 0
+            self.flush("break-before-make")
+            self._batch = saved
+        lost_w = (old & _S2AP_W) & ~(new & _S2AP_W)
+        lost_r = (old & _S2AP_R) & ~(new & _S2AP_R)
+        gained_xn = (new & _XN) & ~(old & _XN)
+        lost_af = (old & _AF) & ~(new & _AF)
+        downgrade = changed & old_valid & ~bbm & (~new_valid | (lost_w != 0) | (lost_r != 0)
+                                                  | (gained_xn != 0) | (lost_af != 0))
+        view[lo:hi] = new
+        if downgrade.any():
+            self.flush("downgrade")
+
+    def _entries(self, table_pa: int, level: int) -> int:
+        return self.root_pages * 512 if table_pa == self.root else 512
+
+    # ---- the range walker ------------------------------------------------------------
+    def _walk(self, start: int, end: int, visit: Callable, post: Callable | None = None,
+              level: int | None = None, table: int | None = None, base: int = 0) -> None:
+        """Visit every table overlapping [start, end): visit() before descending, post() after."""
+        cfg = self.cfg
+        if level is None:
+            level, table = cfg.start_level, self.root
+        shift = d.LEVEL_SHIFT[level]
+        n = self._entries(table, level)
+        lo = max(0, (start - base) >> shift)
+        hi = min(n, ((end - 1 - base) >> shift) + 1)
+        if lo >= hi:
+            return
+        view = self.mem.table(table, n)
+        visit(level, table, view, lo, hi, base)
+        if level < 3:
+            for i in np.flatnonzero(_is_table(view[lo:hi], level)):
+                idx = lo + int(i)
+                child = int(view[idx]) & d.ADDR_MASK
+                self._walk(start, end, visit, post, level + 1, child, base + (idx << shift))
+        if post:
+            post(level, table, view, lo, hi, base)
+
+    # ---- visitors ----------------------------------------------------------------------
+    def map(self, ipa: int, pa: int, level: int, prot: Prot) -> None:
+        """Install one leaf (page at level 3, block at 1-2), making tables on the way.
+
+        An existing block on the way is dissolved (its other pages fault in lazily: the
+        cover letter's option 2); an existing table where the block goes is freed after
+        break-before-make (Linux 5.1 "Fix handling of stage2 huge mappings")."""
+        cfg = self.cfg
+        lvl, table = cfg.start_level, self.root
+        while lvl < level:
+            idx = self._index(ipa, lvl)
+            desc = self.mem.read64(table + 8 * idx)
+            kind = d.kind(desc, lvl)
+            if kind is not d.Kind.TABLE:
+                new_table = self.pool.alloc()
+                self._store(table, lvl, idx, [d.make_table(new_table)])
+                if kind is d.Kind.BLOCK:
+                    self._event("dissolve", ipa=ipa & ~(d.LEVEL_SIZE[lvl] - 1), level=lvl)
+                desc = d.make_table(new_table)
+            table, lvl = desc & d.ADDR_MASK, lvl + 1
+        idx = self._index(ipa, level)
+        old = self.mem.read64(table + 8 * idx)
+        self._store(table, level, idx, [d.make_leaf(pa, level, prot)])
+        if d.kind(old, level) is d.Kind.TABLE:
+            self._free_subtree(old & d.ADDR_MASK, level + 1)
+
+    def _index(self, ipa: int, level: int) -> int:
+        return table_index(ipa, level, self.cfg)
+
+    def _free_subtree(self, table_pa: int, level: int) -> None:
+        view = self.mem.table(table_pa)
+        if level < 3:
+            for i in np.flatnonzero(_is_table(view, level)):
+                self._free_subtree(int(view[int(i)]) & d.ADDR_MASK, level + 1)
+        self.pool.free(table_pa)
+        self._event("table_free", pa=table_pa, level=level)
+
+    def set_prot(self, start: int, end: int, clear: Prot = Prot.NONE, add: Prot = Prot.NONE) -> None:
+        """Update leaf permissions over a range (write-protect is clear=Prot.W); one flush."""
+        clr = U64(0)
+        if clear & Prot.W:
+            clr |= _S2AP_W
+        if clear & Prot.R:
+            clr |= _S2AP_R
+        setb = U64(0)
+        if add & Prot.W:
+            setb |= _S2AP_W
+        if add & Prot.R:
+            setb |= _S2AP_R
+        xn_set = bool(clear & Prot.X)
+        xn_clr = bool(add & Prot.X)
+
+        def visit(level, table, view, lo, hi, base):
+            seg = view[lo:hi]
+            leaf = _is_leaf(seg, level)
+            if not leaf.any():
+                return
+            new = (seg & ~clr) | setb
+            if xn_set:
+                new |= _XN
+            if xn_clr:
+                new &= ~_XN
+            self._store(table, level, lo, np.where(leaf, new, seg))
+
+        with self.batch("set_prot"):
+            self._walk(start, end, visit)
+
+    def wrprotect(self, start: int, end: int) -> None:
+        """stage2_wp_range: make every leaf in [start, end) read-only, then one VMID flush."""
+        self.set_prot(start, end, clear=Prot.W)
+
+    def unmap(self, start: int, end: int) -> None:
+        """unmap_stage2_range: clear leaves (whole blocks) and free tables left empty."""
+        def visit(level, table, view, lo, hi, base):
+            seg = view[lo:hi]
+            leaf = _is_leaf(seg, level)
+            if leaf.any():
+                self._store(table, level, lo, np.where(leaf, U64(0), seg))
+
+        def post(level, table, view, lo, hi, base):
+            if level == 3:
+                return
+            seg = view[lo:hi]
+            for i in np.flatnonzero(_is_table(seg, level)):
+                idx = lo + int(i)
+                child = int(view[idx]) & d.ADDR_MASK
+                if not self.mem.table(child).any():
+                    self._store(table, level, idx, [0])
+                    self.pool.free(child)
+                    self._event("table_free", pa=child, level=level + 1)
+
+        with self.batch("unmap"):
+            self._walk(start, end, visit, post)
+
+    def split_blocks(self, start: int, end: int) -> int:
+        """Eager split (arm64's eager page splitting): replace every block in range by a
+        table of leaves with the same attributes, recursively down to 4 KiB pages."""
+        count = 0
+
+        def visit(level, table, view, lo, hi, base):
+            nonlocal count
+            if level == 3:
+                return
+            seg = view[lo:hi]
+            blocks = np.flatnonzero(_is_leaf(seg, level))
+            for i in blocks:
+                idx = lo + int(i)
+                desc = int(view[idx])
+                child = self.pool.alloc()
+                step = d.LEVEL_SIZE[level + 1]
+                attrs = desc & ~d.ADDR_MASK & ~0b11
+                low = 0b11 if level + 1 == 3 else 0b01
+                oas = d.out_addr(desc, level) + step * np.arange(512, dtype=U64)
+                self.mem.table(child)[:] = oas | U64(attrs | low)
+                self._store(table, level, idx, [d.make_table(child)])
+                self._event("split", ipa=base + (idx << d.LEVEL_SHIFT[level]), level=level)
+                count += 1
+
+        self._walk(start, end, visit)
+        return count
+
+    def collapse(self, start: int, end: int) -> int:
+        """Rebuild huge mappings: a table of 512 present, contiguous, same-attribute leaves
+        becomes one block; the table page is freed after break-before-make."""
+        count = 0
+
+        def post(level, table, view, lo, hi, base):
+            nonlocal count
+            if level == 3:
+                return
+            for i in np.flatnonzero(_is_table(view[lo:hi], level)):
+                idx = lo + int(i)
+                child = int(view[idx]) & d.ADDR_MASK
+                cv = self.mem.table(child)
+                if not _is_leaf(cv, level + 1).all():
+                    continue
+                attrs = cv & ~_ADDR & ~U64(0b11)
+                oas = cv & _ADDR
+                step = d.LEVEL_SIZE[level + 1]
+                first = int(oas[0])
+                if first % d.LEVEL_SIZE[level] or not (attrs == attrs[0]).all() or \
+                        not (oas == U64(first) + U64(step) * np.arange(512, dtype=U64)).all():
+                    continue
+                block = first | int(attrs[0]) | 0b01
+                self._store(table, level, idx, [block])
+                self.pool.free(child)
+                self._event("collapse", ipa=base + (idx << d.LEVEL_SHIFT[level]), level=level)
+                self._event("table_free", pa=child, level=level + 1)
+                count += 1
+
+        self._walk(start, end, lambda *a: None, post)
+        return count
+
+    def set_af(self, ipa: int) -> bool:
+        """handle_access_fault: set AF on the leaf mapping `ipa` (an upgrade: no flush)."""
+        done = False
+
+        def visit(level, table, view, lo, hi, base):
+            nonlocal done
+            seg = view[lo:hi]
+            leaf = _is_leaf(seg, level)
+            if leaf.any():
+                self._store(table, level, lo, np.where(leaf, seg | _AF, seg))
+                done = True
+
+        self._walk(ipa, ipa + 1, visit)
+        return done
+
+    # ---- read-only views ---------------------------------------------------------------
+    def leaves(self, start: int = 0, end: int = 1 << 40) -> Iterator[tuple[int, int, int]]:
+        """(ipa, level, descriptor) of every leaf overlapping [start, end), in IPA order."""
+        out: list[tuple[int, int, int]] = []
+
+        def visit(level, table, view, lo, hi, base):
+            shift = d.LEVEL_SHIFT[level]
+            for i in np.flatnonzero(_is_leaf(view[lo:hi], level)):
+                out.append((base + ((lo + int(i)) << shift), level, int(view[lo + int(i)])))
+
+        self._walk(start, end, visit)
+        return iter(sorted(out))
+
+    def dump(self, start: int = 0, end: int = 1 << 40) -> list[Mapping]:
+        """Leaves merged into maximal runs of contiguous IPA/PA with equal attributes."""
+        runs: list[Mapping] = []
+        for ipa, level, desc in self.leaves(start, end):
+            m = Mapping(ipa, d.out_addr(desc, level), d.LEVEL_SIZE[level], level,
+                        d.bits_to_prot(desc), bool(d.S2_AF.get(desc)))
+            if runs:
+                r = runs[-1]
+                if (r.ipa + r.size == m.ipa and r.pa + r.size == m.pa and r.level == m.level
+                        and r.prot == m.prot and r.af == m.af):
+                    runs[-1] = Mapping(r.ipa, r.pa, r.size + m.size, r.level, r.prot, r.af)
+                    continue
+            runs.append(m)
+        return runs
+
+    def lookup(self, ipa: int) -> Translation | Fault:
+        """Side-effect-free walk for debuggers (no TLB fill, nothing marked)."""
+        return lookup(self.mem, self.cfg, ipa)
+
+    def table_pages(self) -> int:
+        """Table pages reachable from the root (the root included): for leak checks."""
+        count = self.root_pages
+
+        def visit(level, table, view, lo, hi, base):
+            nonlocal count
+            count += int(_is_table(view[lo:hi], level).sum())
+
+        self._walk(0, 1 << self.cfg.input_bits, visit)
+        return count
