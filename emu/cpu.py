@@ -1,0 +1,313 @@
+"""A vCPU on Unicorn: every guest access is translated by hyp.arch.mmu through the TLB-fill hook.
+
+Python runs only on TLB misses, exits and exceptions: guest code runs at Unicorn speed. Unicorn's
+own TLB only ever caches what the MMU model granted, and is flushed whenever the model's TLB is
+(or when another VMID is loaded), so a stale entry in the model is a stale entry for the guest.
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+from typing import Callable
+
+from unicorn import (UC_ARCH_ARM, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_EXCEPTION,
+                     UC_ERR_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_TLB_FILL, UC_MODE_ARM,
+                     UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UC_TLB_VIRTUAL, Uc, UcError)
+from unicorn import arm_const as A
+
+from hyp.arch.descriptors import Prot
+from hyp.arch.exception import CPSR_T, GuestException, enter, lr_offset
+from hyp.arch.fault import Access, Fault
+from hyp.arch.mmu import MMU
+from hyp.arch.syndrome import Syndrome, hsr_hvc
+from hyp.exits import (BudgetExhausted, DebugStop, Exit, Hypercall, Stage2Abort,
+                       WaitForInterrupt)
+from hyp.physmem import PhysMem
+
+from .decode import DecodeError, decode_access, fault_address
+from .icount import Counter
+
+# Unicorn TLB-fill access codes (DESIGN 5).
+_UC_ACCESS = {16: Access.READ, 17: Access.WRITE, 18: Access.FETCH}
+EXIT_SENTINEL = 0xFFFFFFF0          # never executed: keeps Unicorn's own fills off guest pages
+_SENTINEL_PAGE = EXIT_SENTINEL & ~0xFFF
+_SENTINEL_PA = 0xFF_FFFF_F000       # a private host page outside guest-visible memory
+
+# CP15 registers as UC_ARM_REG_CP_REG tuples (cp, is64, sec, crn, crm, opc1, opc2), NS bank.
+CP15 = {
+    "SCTLR": (15, 0, 0, 1, 0, 0, 0),
+    "VBAR": (15, 0, 0, 12, 0, 0, 0),
+    "DFSR": (15, 0, 0, 5, 0, 0, 0),
+    "IFSR": (15, 0, 0, 5, 0, 0, 1),
+    "DFAR": (15, 0, 0, 6, 0, 0, 0),
+    "IFAR": (15, 0, 0, 6, 0, 0, 2),
+    "TTBCR": (15, 0, 0, 2, 0, 0, 2),
+}
+_SCR = (15, 0, 1, 1, 1, 0, 0)
+SCR_HCE = 1 << 8
+
+_REGS = [A.UC_ARM_REG_R0 + i for i in range(13)] + [A.UC_ARM_REG_SP, A.UC_ARM_REG_LR,
+                                                     A.UC_ARM_REG_PC]
+_WFE_ARM = 0x0320F002          # condition field ignored
+_WFE_THUMB = (0xBF20, 0xF3AF8002)
+
+
+class GuestCrash(Exception):
+    """The guest did something the machine cannot continue from (reported, not a traceback)."""
+
+
+class VCPU:
+    """One ARMv7 CPU. `run(budget)` executes guest code until an exit for the hypervisor."""
+
+    def __init__(self, mem: PhysMem, mmu: MMU, *, icount: bool = True) -> None:
+        self.mem, self.mmu = mem, mmu
+        uc = Uc(UC_ARCH_ARM, UC_MODE_ARM)
+        uc.ctl_set_page_size(4096)
+        uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        uc.mem_map_ptr(mem.base, mem.size, UC_PROT_READ | UC_PROT_WRITE | UC_PROT_EXEC,
+                       mem.buf.ctypes.data)
+        # Unicorn fetch-fills the exit page after every run: give it a page of its own.
+        self._sentinel = np.zeros(0x1000, dtype=np.uint8)
+        uc.mem_map_ptr(_SENTINEL_PA, 0x1000, UC_PROT_READ | UC_PROT_EXEC,
+                       self._sentinel.ctypes.data)
+        uc.reg_write(A.UC_ARM_REG_CP_REG, _SCR + (uc.reg_read(A.UC_ARM_REG_CP_REG, _SCR) | SCR_HCE,))
+        uc.ctl_exits_enabled(True)
+        uc.ctl_set_exits([EXIT_SENTINEL])
+        uc.hook_add(UC_HOOK_TLB_FILL, self._fill)
+        uc.hook_add(UC_HOOK_INTR, self._intr)
+        self.uc = uc
+        self.icount = icount
+        self._counter = Counter(uc) if icount else None
+        self.instructions = 0
+        self._fault: Fault | None = None
+        self._intno: int | None = None
+        self._loaded_vmid: int | None = None
+        self.stats = {"fills": 0, "denied": 0, "svc": 0, "und": 0, "unicorn_flushes": 0}
+        self.exception_observers: list[Callable[[GuestException, int, int], None]] = []
+        mmu.tlb.listeners.append(self._tlb_flushed)
+
+    # ---- the fast path's only Python: TLB misses ----------------------------------------
+    def _fill(self, uc, vaddr, access_code, entry, _ud) -> bool:
+        if vaddr & ~0xFFF == _SENTINEL_PAGE:
+            entry.paddr = _SENTINEL_PA        # Unicorn's own post-run fetch, not the guest's
+            entry.perms = UC_PROT_READ | UC_PROT_EXEC
+            return True
+        access = _UC_ACCESS[access_code]
+        result = self.mmu.fill(vaddr, access)
+        self.stats["fills"] += 1
+        if isinstance(result, Fault):
+            self._fault = result
+            self.stats["denied"] += 1
+            return False
+        entry.paddr = result.pa_page
+        if access == Access.FETCH:
+            entry.perms = UC_PROT_EXEC | UC_PROT_READ
+        else:
+            # Never grant X on data fills: stores to X pages take Unicorn's slow path.
+            entry.perms = (UC_PROT_READ if result.prot & Prot.R else 0) | \
+                          (UC_PROT_WRITE if result.prot & Prot.W else 0)
+        return True
+
+    def _intr(self, uc, intno, _ud) -> None:
+        self._intno = intno
+        uc.emu_stop()
+
+    def _tlb_flushed(self, op: str, vmid: int | None) -> None:
+        self.flush_unicorn_tlb()
+
+    def flush_unicorn_tlb(self) -> None:
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+        self.stats["unicorn_flushes"] += 1
+
+    def load_stage2(self, hcr: int, vtcr: int, vttbr: int) -> None:
+        """Enter a VM: program HCR/VTCR/VTTBR. Unicorn's TLB is not VMID-tagged, so switching
+        VMID drops it (the model's TLB keeps every VMID's entries)."""
+        self.mmu.set_stage2(hcr, vtcr, vttbr)
+        if self._loaded_vmid != self.mmu.vmid:
+            self._loaded_vmid = self.mmu.vmid
+            self.flush_unicorn_tlb()
+
+    # ---- registers (the RegisterFile protocol of hyp.arch.exception) --------------------
+    def reg(self, n: int) -> int:
+        return self.uc.reg_read(_REGS[n])
+
+    def set_reg(self, n: int, value: int) -> None:
+        if n == 15:
+            self.set_pc(value, self.thumb)
+        else:
+            self.uc.reg_write(_REGS[n], value & 0xFFFFFFFF)
+
+    @property
+    def pc(self) -> int:
+        return self.uc.reg_read(A.UC_ARM_REG_PC)
+
+    @property
+    def thumb(self) -> bool:
+        return bool(self.get_cpsr() & CPSR_T)
+
+    def get_cpsr(self) -> int:
+        return self.uc.reg_read(A.UC_ARM_REG_CPSR)
+
+    def set_cpsr(self, value: int) -> None:
+        self.uc.reg_write(A.UC_ARM_REG_CPSR, value)
+
+    def set_spsr(self, value: int) -> None:
+        self.uc.reg_write(A.UC_ARM_REG_SPSR, value)
+
+    def set_lr(self, value: int) -> None:
+        self.uc.reg_write(A.UC_ARM_REG_LR, value & 0xFFFFFFFF)
+
+    def set_pc(self, value: int, thumb: bool) -> None:
+        self.uc.reg_write(A.UC_ARM_REG_PC, (value & ~1) | (1 if thumb else 0))
+
+    def cp15_read(self, name: str) -> int:
+        return self.uc.reg_read(A.UC_ARM_REG_CP_REG, CP15[name])
+
+    def cp15_write(self, name: str, value: int) -> None:
+        self.uc.reg_write(A.UC_ARM_REG_CP_REG, CP15[name] + (value,))
+
+    def regs(self) -> list[int]:
+        """r0-r15 and CPSR."""
+        return [self.reg(i) for i in range(16)] + [self.get_cpsr()]
+
+    def read_code(self, va: int, length: int = 4) -> bytes:
+        """Side-effect-free read of guest memory by VA for decoding (debug path)."""
+        out = b""
+        while len(out) < length:
+            a = va + len(out)
+            pa = self.debug_translate(a)
+            if pa is None:
+                break
+            n = min(length - len(out), 0x1000 - (a & 0xFFF))
+            out += self.mem.read(pa, n)
+        return out
+
+    def debug_translate(self, va: int) -> int | None:
+        """VA -> PA without touching the TLB (gdb, decoder): None if unmapped."""
+        from hyp.arch.walk import lookup, Translation
+        if not self.mmu.stage2_enabled:
+            return va if self.mem.contains(va) else None
+        t = lookup(self.mem, self.mmu.cfg, va)
+        return t.pa if isinstance(t, Translation) else None
+
+    # ---- guest exceptions the hardware delivers without the hypervisor -----------------
+    def take_exception(self, exc: GuestException, lr: int) -> int:
+        vector = enter(self, exc, lr)
+        for fn in self.exception_observers:
+            fn(exc, lr, vector)
+        return vector
+
+    # ---- running ------------------------------------------------------------------------
+    def run(self, budget: int) -> Exit:
+        """Run guest code for at most `budget` instructions; return the first exit."""
+        while True:
+            exit_ = self._burst(budget)
+            if exit_ is not None:
+                return exit_
+            budget = max(1, budget - self._last_executed)
+
+    def _burst(self, budget: int) -> Exit | None:
+        self._fault = None
+        self._intno = None
+        begin = self.pc | (1 if self.thumb else 0)
+        err = None
+        try:
+            self.uc.emu_start(begin, EXIT_SENTINEL, count=budget if self.icount else 0)
+        except UcError as e:
+            err = e
+        hook_exc = getattr(self.uc, "_hook_exception", None)
+        if hook_exc is not None:
+            self.uc._hook_exception = None
+            raise hook_exc
+        counted = self._counter.value if self._counter else 0
+        pc, thumb = self.pc, self.thumb
+        if err is not None and err.errno == UC_ERR_EXCEPTION and self._fault is not None:
+            fault = self._fault
+            executed = counted if fault.access == Access.FETCH else counted - 1
+            self._account(executed)
+            return self._abort_exit(fault, pc, thumb)
+        if err is not None and err.errno == UC_ERR_INSN_INVALID:
+            self._account(counted - 1)
+            wfe_len = self._wfe_length(pc, thumb)
+            if wfe_len:
+                self.set_pc(pc + wfe_len, thumb)   # WFE with no event source: a NOP
+                self._account(1)
+                return None
+            self.stats["und"] += 1
+            self.take_exception(GuestException.UNDEFINED, pc + lr_offset(GuestException.UNDEFINED, thumb))
+            return None
+        if err is not None:
+            raise GuestCrash(f"unicorn stopped at PC {pc:#x}: {err}")
+        if self._intno is not None:
+            intno = self._intno
+            if intno == 11:                      # HVC: PC is past it
+                self._account(counted)
+                imm = self._hvc_imm(pc, thumb)
+                return Hypercall(imm=imm, hsr=hsr_hvc(imm), pc=pc)
+            if intno == 2:                       # SVC: PC is past it
+                self._account(counted)
+                self.stats["svc"] += 1
+                self.take_exception(GuestException.SVC, pc)
+                return None
+            if intno in (7, 13):                 # BKPT / SMC: undefined to this guest
+                self._account(counted - 1 if intno == 7 else counted)
+                ret = pc + (2 if thumb else 4) if intno == 7 else pc
+                self.take_exception(GuestException.UNDEFINED if intno == 13 else
+                                    GuestException.PREFETCH_ABORT, ret)
+                return None
+            raise GuestCrash(f"unexpected CPU exception {intno} at PC {pc:#x}")
+        if self.icount and counted > budget:
+            self._account(budget)
+            return BudgetExhausted(pc=pc)
+        self._account(counted)
+        if self.debug_stop is not None:
+            reason, self.debug_stop = self.debug_stop, None
+            return DebugStop(pc=pc, reason=reason)
+        return WaitForInterrupt(pc=pc)
+
+    _last_executed = 0
+    debug_stop: str | None = None     # set by a debug hook that called emu_stop()
+
+    def _wfe_length(self, pc: int, thumb: bool) -> int:
+        code = self.read_code(pc, 4)
+        if thumb:
+            if len(code) >= 2 and struct.unpack_from("<H", code)[0] == _WFE_THUMB[0]:
+                return 2
+            if len(code) == 4:
+                hw1, hw2 = struct.unpack("<HH", code)
+                if (hw1 << 16 | hw2) == _WFE_THUMB[1]:
+                    return 4
+            return 0
+        return 4 if len(code) == 4 and struct.unpack("<I", code)[0] & 0x0FFFFFFF == _WFE_ARM else 0
+
+    def _account(self, n: int) -> None:
+        self._last_executed = max(0, n)
+        self.instructions += self._last_executed
+
+    def _hvc_imm(self, pc_after: int, thumb: bool) -> int:
+        if thumb:
+            hw = self.read_code(pc_after - 4, 4)
+            first, second = struct.unpack("<HH", hw)
+            return ((first & 0xF) << 12) | (second & 0xFFF)
+        word = struct.unpack("<I", self.read_code(pc_after - 4, 4))[0]
+        return ((word >> 4) & 0xFFF0) | (word & 0xF)
+
+    def _abort_exit(self, fault: Fault, pc: int, thumb: bool) -> Stage2Abort:
+        page = fault.va & ~0xFFF
+        info = None
+        if fault.access == Access.FETCH:
+            va = pc if (pc & ~0xFFF) == page else page
+        else:
+            code = self.read_code(pc, 4)
+            try:
+                info = decode_access(code, pc, thumb, self.reg, page, cpsr=self.get_cpsr())
+            except DecodeError as e:
+                raise GuestCrash(f"data abort at PC {pc:#x} by an instruction we cannot "
+                                 f"decode: {e}") from None
+            va = fault_address(info, page)
+        fault = Fault(type=fault.type, level=fault.level, access=fault.access,
+                      ipa=(fault.ipa & ~0xFFF) | (va & 0xFFF), stage=fault.stage,
+                      s1ptw=fault.s1ptw, va=va)
+        return Stage2Abort(fault=fault, syndrome=Syndrome.for_fault(fault, info), info=info,
+                           pc=pc, thumb=thumb)

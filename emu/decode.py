@@ -1,0 +1,272 @@
+"""Decode the faulting guest instruction: the exact VA range and ISS fields of a load or store.
+
+Unicorn's TLB-fill hook only reports the page and the access kind. After a denied access the
+machine decodes the instruction at PC. Capstone identifies it (which load or store: access
+size, signedness, direction); the addressing mode is read from the encoding fields as the
+ARM ARM pseudocode does (DDI 0406C A5.3, A5.2.8, A5.5, A6.2.4, A6.3.5-A6.3.10, A7.6), because
+capstone 5's operand details are wrong for several forms (post-indexed LDRSH reports
+post_index False, LDRT reports no writeback, STRH [Rn, #-imm]! negates the offset twice), and
+it calls the A32 one-register `pop` (an LDR encoding) POP while its `push` is STR.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import capstone
+from capstone import arm_const as A
+
+from hyp.arch.syndrome import AccessInfo
+from hyp.physmem import PAGE_SIZE
+
+_MASK32 = 0xFFFF_FFFF
+
+
+class DecodeError(Exception):
+    """The instruction at PC is not a load or store that this decoder models."""
+
+
+_ARM = capstone.Cs(capstone.CS_ARCH_ARM, capstone.CS_MODE_ARM)
+_ARM.detail = True
+_THUMB = capstone.Cs(capstone.CS_ARCH_ARM, capstone.CS_MODE_THUMB)
+_THUMB.detail = True
+
+
+class _Op(NamedTuple):
+    size: int       # bytes per access (VFP: taken from the encoding)
+    sign: bool
+    write: bool
+    form: str       # which encoding decoder applies, see _DECODERS
+
+
+_TABLE = (
+    ((A.ARM_INS_LDR, A.ARM_INS_LDRT), 4, False, False, "ldst"),
+    ((A.ARM_INS_LDRB, A.ARM_INS_LDRBT), 1, False, False, "ldst"),
+    ((A.ARM_INS_LDRH, A.ARM_INS_LDRHT), 2, False, False, "ldst"),
+    ((A.ARM_INS_LDRSB, A.ARM_INS_LDRSBT), 1, True, False, "ldst"),
+    ((A.ARM_INS_LDRSH, A.ARM_INS_LDRSHT), 2, True, False, "ldst"),
+    ((A.ARM_INS_STR, A.ARM_INS_STRT), 4, False, True, "ldst"),
+    ((A.ARM_INS_STRB, A.ARM_INS_STRBT), 1, False, True, "ldst"),
+    ((A.ARM_INS_STRH, A.ARM_INS_STRHT), 2, False, True, "ldst"),
+    ((A.ARM_INS_LDM, A.ARM_INS_LDMDA, A.ARM_INS_LDMDB, A.ARM_INS_LDMIB, A.ARM_INS_POP),
+     4, False, False, "ldst"),
+    ((A.ARM_INS_STM, A.ARM_INS_STMDA, A.ARM_INS_STMDB, A.ARM_INS_STMIB, A.ARM_INS_PUSH),
+     4, False, True, "ldst"),
+    ((A.ARM_INS_LDRD,), 8, False, False, "dual"),
+    ((A.ARM_INS_STRD,), 8, False, True, "dual"),
+    ((A.ARM_INS_LDREX,), 4, False, False, "excl"),
+    ((A.ARM_INS_LDREXB,), 1, False, False, "excl"),
+    ((A.ARM_INS_LDREXH,), 2, False, False, "excl"),
+    ((A.ARM_INS_LDREXD,), 8, False, False, "excl"),
+    ((A.ARM_INS_STREX,), 4, False, True, "excl"),
+    ((A.ARM_INS_STREXB,), 1, False, True, "excl"),
+    ((A.ARM_INS_STREXH,), 2, False, True, "excl"),
+    ((A.ARM_INS_STREXD,), 8, False, True, "excl"),
+    ((A.ARM_INS_VLDR, A.ARM_INS_VLDMIA, A.ARM_INS_VLDMDB, A.ARM_INS_VPOP), 0, False, False, "vfp"),
+    ((A.ARM_INS_VSTR, A.ARM_INS_VSTMIA, A.ARM_INS_VSTMDB, A.ARM_INS_VPUSH), 0, False, True, "vfp"),
+    ((A.ARM_INS_TBB,), 1, False, False, "table"),
+    ((A.ARM_INS_TBH,), 2, False, False, "table"),
+)
+_OPS = {iid: _Op(size, sign, write, form)
+        for ids, size, sign, write, form in _TABLE for iid in ids}
+
+
+class _Ea(NamedTuple):
+    addr: int
+    length: int
+    size: int
+    rt: int
+    single: bool    # one register, no writeback, Rt != PC: can report a valid ISS
+
+
+class _Regs:
+    """R[n] as the pseudocode reads it at this instruction (PC = address + 8 ARM, + 4 Thumb)."""
+
+    def __init__(self, reg: Callable[[int], int], pc: int, thumb: bool, cpsr: int | None):
+        self._reg, self._cpsr = reg, cpsr
+        self._pc = (pc + (4 if thumb else 8)) & _MASK32
+
+    def __getitem__(self, n: int) -> int:
+        return self._pc if n == 15 else self._reg(n) & _MASK32
+
+    def base(self, n: int) -> int:
+        """Base of a load/store: the literal forms use Align(PC, 4) (A8.8.64)."""
+        return self._pc & ~3 if n == 15 else self[n]
+
+    def shifted(self, m: int, kind: int, imm5: int) -> int:
+        """R[m] shifted as DecodeImmShift(type, imm5) says (A8.4.3)."""
+        value = self[m]
+        if kind == 0:                                   # LSL
+            return (value << imm5) & _MASK32
+        if kind == 1:                                   # LSR, imm5 = 0 means #32
+            return value >> (imm5 or 32)
+        if kind == 2:                                   # ASR, imm5 = 0 means #32
+            return ((value - ((value >> 31) << 32)) >> (imm5 or 32)) & _MASK32
+        if imm5:                                        # ROR
+            return ((value >> imm5) | (value << (32 - imm5))) & _MASK32
+        if self._cpsr is None:                          # RRX shifts the carry flag in
+            raise DecodeError("an RRX offset needs the carry flag: pass cpsr")
+        return (self._cpsr >> 29 & 1) << 31 | value >> 1
+
+
+def _indexed(base: int, offset: int, p: int, u: int, w: int) -> tuple[int, bool]:
+    """(address, writeback) of an offset (P=1), pre-indexed (P=1 W=1) or post-indexed access."""
+    offset_addr = (base + offset if u else base - offset) & _MASK32
+    return (offset_addr if p else base), (not p or bool(w))
+
+
+def _block_at(base: int, regs: int, before: bool, up: bool) -> _Ea:
+    """LDM/STM IA, IB, DA, DB (A8.8.57-60): 4 bytes per listed register from the lowest."""
+    n = bin(regs).count("1")
+    start = base + 4 * before if up else base - 4 * n + 4 * (not before)
+    return _Ea(start & _MASK32, 4 * n, 4, (regs & -regs).bit_length() - 1, False)
+
+
+def _block(w: int, r: _Regs) -> _Ea:
+    """A32 and T32 (hw1:hw2) LDM/STM share P at bit 24, U at 23, Rn at 19:16, list at 15:0."""
+    return _block_at(r[w >> 16 & 15], w & 0xFFFF, bool(w >> 24 & 1), bool(w >> 23 & 1))
+
+
+def _a32_ldst(w: int, r: _Regs, op: _Op) -> _Ea:
+    """A32 word/byte (A5.3), extra (A5.2.8: H, SB, SH, D) loads/stores and LDM/STM (A5.5)."""
+    if w >> 25 & 7 == 0b100:
+        return _block(w, r)
+    rn, rt = w >> 16 & 15, w >> 12 & 15
+    if w >> 26 & 3 == 0b01:                     # imm12, or a shifted register when bit 25 set
+        offset = r.shifted(w & 15, w >> 5 & 3, w >> 7 & 31) if w >> 25 & 1 else w & 0xFFF
+    else:                                       # imm4H:imm4L when bit 22 set, else a register
+        offset = (w >> 4 & 0xF0 | w & 0xF) if w >> 22 & 1 else r[w & 15]
+    addr, wb = _indexed(r.base(rn), offset, w >> 24 & 1, w >> 23 & 1, w >> 21 & 1)
+    return _Ea(addr, op.size, op.size, rt, not wb and rt != 15)
+
+
+def _t32_ldst(w: int, r: _Regs, op: _Op) -> _Ea:
+    """T32 single loads/stores (A6.3.7-A6.3.10) and LDM/STM/PUSH.W/POP.W (A6.3.5)."""
+    if w >> 25 != 0b1111100:
+        return _block(w, r)
+    rn, rt = w >> 16 & 15, w >> 12 & 15
+    if rn == 15:                                # literal: [PC, #+/-imm12], U at bit 23
+        addr, wb = _indexed(r.base(15), w & 0xFFF, 1, w >> 23 & 1, 0)
+    elif w >> 23 & 1:                           # [Rn, #imm12]
+        addr, wb = (r[rn] + (w & 0xFFF)) & _MASK32, False
+    elif w >> 11 & 1:                           # imm8, P U W at 10:8; 1 1 0 is LDRT and co.
+        addr, wb = _indexed(r[rn], w & 0xFF, w >> 10 & 1, w >> 9 & 1, w >> 8 & 1)
+    else:                                       # [Rn, Rm, LSL #imm2]
+        addr, wb = (r[rn] + (r[w & 15] << (w >> 4 & 3))) & _MASK32, False
+    return _Ea(addr, op.size, op.size, rt, not wb and rt != 15)
+
+
+def _t32_dual(w: int, r: _Regs, op: _Op) -> _Ea:
+    """T32 LDRD/STRD (A8.8.72, A8.8.210): imm8 * 4, P U W at bits 24, 23, 21."""
+    addr, _ = _indexed(r.base(w >> 16 & 15), (w & 0xFF) * 4, w >> 24 & 1, w >> 23 & 1,
+                       w >> 21 & 1)
+    return _Ea(addr, op.size, op.size, w >> 12 & 15, False)
+
+
+def _a32_excl(w: int, r: _Regs, op: _Op) -> _Ea:
+    """A32 LDREX/STREX family (A8.8.75, A8.8.212): [Rn]; Rt at 15:12 (loads) or 3:0 (stores)."""
+    rt = w & 15 if op.write else w >> 12 & 15
+    return _Ea(r[w >> 16 & 15], op.size, op.size, rt, False)
+
+
+def _t32_excl(w: int, r: _Regs, op: _Op) -> _Ea:
+    """T32 LDREX/STREX take [Rn, #imm8 * 4] (hw1 bit 7 clear); the B, H and D forms [Rn]."""
+    offset = 0 if w >> 23 & 1 else (w & 0xFF) * 4
+    return _Ea((r[w >> 16 & 15] + offset) & _MASK32, op.size, op.size, w >> 12 & 15, False)
+
+
+def _vfp(w: int, r: _Regs, op: _Op) -> _Ea:
+    """VLDR/VSTR and VLDM/VSTM/VPUSH/VPOP (A7.6): the same fields in A32 and T32."""
+    rn, imm8, size = w >> 16 & 15, w & 0xFF, 8 if w >> 8 & 1 else 4
+    if w >> 24 & 1 and not w >> 21 & 1:        # VLDR/VSTR [Rn, #+/-imm8 * 4]
+        addr, _ = _indexed(r.base(rn), imm8 * 4, 1, w >> 23 & 1, 0)
+        return _Ea(addr, size, size, 0, False)
+    start = r[rn] if w >> 23 & 1 else r[rn] - imm8 * 4     # IA, or DB
+    return _Ea(start & _MASK32, imm8 * 4, size, 0, False)
+
+
+def _table(w: int, r: _Regs, op: _Op) -> _Ea:
+    """TBB/TBH (A8.8.223): [Rn, Rm, LSL #H]; Rn = PC reads PC itself, not aligned."""
+    addr = (r[w >> 16 & 15] + (r[w & 15] << (w >> 4 & 1))) & _MASK32
+    return _Ea(addr, op.size, op.size, 0, False)
+
+
+def _t16(h: int, r: _Regs, op: _Op) -> _Ea:
+    """16-bit Thumb loads/stores (A6.2.4), PUSH/POP (A8.8.131-133) and LDM/STM (A8.8.57)."""
+    top = h >> 12
+    if top == 0b1011:                           # PUSH (bit 11 clear) / POP; bit 8 adds LR / PC
+        push = not h >> 11 & 1
+        regs = h & 0xFF | (h >> 8 & 1) << (14 if push else 15)
+        return _block_at(r[13], regs, before=push, up=not push)
+    if top == 0b1100:                           # STM/LDM Rn, IA
+        return _block_at(r[h >> 8 & 7], h & 0xFF, before=False, up=True)
+    if h >> 11 == 0b01001:                      # LDR Rt, [PC, #imm8 * 4]
+        base, offset, rt = r.base(15), (h & 0xFF) * 4, h >> 8 & 7
+    elif top == 0b1001:                         # LDR/STR Rt, [SP, #imm8 * 4]
+        base, offset, rt = r[13], (h & 0xFF) * 4, h >> 8 & 7
+    elif top == 0b0101:                         # [Rn, Rm]
+        base, offset, rt = r[h >> 3 & 7], r[h >> 6 & 7], h & 7
+    else:                                       # [Rn, #imm5 * size]: word, byte, halfword
+        base, offset, rt = r[h >> 3 & 7], (h >> 6 & 31) * op.size, h & 7
+    return _Ea((base + offset) & _MASK32, op.size, op.size, rt, True)
+
+
+_DECODERS = {   # form -> (A32 decoder, T32 decoder); 16-bit Thumb always uses _t16
+    "ldst": (_a32_ldst, _t32_ldst),
+    "dual": (_a32_ldst, _t32_dual),
+    "excl": (_a32_excl, _t32_excl),
+    "vfp": (_vfp, _vfp),
+    "table": (_table, _table),      # TBB/TBH exist only in T32
+}
+
+
+def _first_in_page(info: AccessInfo, page: int) -> int | None:
+    """The first address of [addr, addr + length) in `page`, allowing for a wrap past 2**32."""
+    for lo in (page, page + (1 << 32)):
+        if info.addr < lo + PAGE_SIZE and lo < info.addr + info.length:
+            return max(info.addr, lo) & _MASK32
+    return None
+
+
+def decode_access(code: bytes, pc: int, thumb: bool, reg: Callable[[int], int],
+                  fault_page: int | None = None, *, cpsr: int | None = None) -> AccessInfo:
+    """Decode the load or store at `pc` (bit 0 clear) from its bytes and the registers.
+
+    reg(n) returns r0..r14 as the instruction sees them; cpsr is needed only for an RRX
+    offset. With fault_page, the decoded range must touch that page (DecodeError otherwise:
+    the bytes or registers are not the ones that faulted); addr stays the lowest address.
+    """
+    insn = next((_THUMB if thumb else _ARM).disasm(code[:4], pc, count=1), None)
+    if insn is None:
+        raise DecodeError(f"undecodable {'Thumb' if thumb else 'ARM'} bytes {code[:4].hex()} "
+                          f"at {pc:#x}")
+    text = f"{insn.mnemonic} {insn.op_str}"
+    op = _OPS.get(insn.id)
+    if op is None:
+        what = ("a memory access this decoder does not model" if insn.op_count(A.ARM_OP_MEM)
+                else "not a load or store")
+        raise DecodeError(f"{text} at {pc:#x} is {what}")
+    raw = insn.bytes
+    r = _Regs(reg, pc, thumb, cpsr)
+    if insn.size == 2:
+        ea = _t16(int.from_bytes(raw, "little"), r, op)
+    elif thumb:
+        word = int.from_bytes(raw[:2], "little") << 16 | int.from_bytes(raw[2:], "little")
+        ea = _DECODERS[op.form][1](word, r, op)
+    else:
+        ea = _DECODERS[op.form][0](int.from_bytes(raw, "little"), r, op)
+    info = AccessInfo(isv=ea.single and op.form == "ldst", size=ea.size, sign_extend=op.sign,
+                      rt=ea.rt, write=op.write, addr=ea.addr, length=ea.length,
+                      il32=insn.size == 4, mnemonic=insn.mnemonic)
+    if fault_page is not None and _first_in_page(info, fault_page) is None:
+        raise DecodeError(f"{text} at {pc:#x} accesses {info.addr:#x}+{info.length}, "
+                          f"not the faulting page {fault_page:#x}")
+    return info
+
+
+def fault_address(info: AccessInfo, fault_page: int) -> int:
+    """HDFAR: the first address of the access that lies in the faulting page."""
+    va = _first_in_page(info, fault_page)
+    if va is None:
+        raise ValueError(f"{info.mnemonic} at {info.addr:#x}+{info.length} does not touch "
+                         f"page {fault_page:#x}")
+    return va

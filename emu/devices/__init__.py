@@ -1,0 +1,1 @@
+"""Devices the guest reaches by MMIO (QEMU virt addresses)."""

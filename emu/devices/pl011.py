@@ -1,0 +1,43 @@
+"""A PL011-compatible UART, transmit side (ARM DDI 0183): enough for console output."""
+from __future__ import annotations
+
+from typing import Callable
+
+UARTDR = 0x000
+UARTFR = 0x018
+FR_TXFE = 1 << 7
+FR_RXFE = 1 << 4
+_ID = {0xFE0: 0x11, 0xFE4: 0x10, 0xFE8: 0x14, 0xFEC: 0x00,      # UARTPeriphID0-3
+       0xFF0: 0x0D, 0xFF4: 0xF0, 0xFF8: 0x05, 0xFFC: 0xB1}      # UARTPCellID0-3
+
+
+class PL011:
+    name = "pl011"
+    size = 0x1000
+
+    def __init__(self, sink: Callable[[bytes], None] | None = None) -> None:
+        self.output = bytearray()
+        self.sink = sink
+        self.regs: dict[int, int] = {}
+
+    def read(self, offset: int, size: int) -> int:
+        if offset == UARTFR:
+            return FR_TXFE | FR_RXFE          # transmit FIFO empty, nothing received
+        if offset in _ID:
+            return _ID[offset]
+        if offset == UARTDR:
+            return 0
+        return self.regs.get(offset, 0)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if offset == UARTDR:
+            b = bytes([value & 0xFF])
+            self.output += b
+            if self.sink:
+                self.sink(b)
+        else:
+            self.regs[offset] = value
+
+    @property
+    def text(self) -> str:
+        return self.output.decode("utf-8", "replace")

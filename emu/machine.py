@@ -1,0 +1,117 @@
+"""Boards: `Machine` (QEMU-virt-like board running one VM under our hypervisor) and
+`BareMachine` (host memory + CPU only: the low-level entry point for test harnesses)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from hyp.arch.mmu import MMU
+from hyp.host import Host
+from hyp.vcpu import RunResult, Vcpu
+from hyp.vm import VM
+
+from . import loader
+from .cpu import VCPU
+from .devices.flash import Flash
+from .devices.pl011 import PL011
+
+# QEMU virt memory map (hw/arm/virt.c), DESIGN 2a.
+FLASH0 = 0x0000_0000
+FLASH1 = 0x0400_0000
+FLASH_SIZE = 0x0400_0000
+UART0 = 0x0900_0000
+RAM_BASE = 0x4000_0000
+DEFAULT_RAM = 128 << 20
+MAX_RAM = 255 << 30          # virt: RAM up to 256 GiB below the 40-bit limit
+
+
+def parse_size(text: str) -> int:
+    """'128M', '1G', '4096K', '65536' -> bytes."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    num = t[:-1] if t[-1:] in "KMG" else t
+    try:
+        value = int(num, 0) * mult
+    except ValueError:
+        raise ValueError(f"bad size {text!r} (use e.g. 128M, 1G)") from None
+    if value <= 0 or value % 4096:
+        raise ValueError(f"size {text!r} must be a positive multiple of 4 KiB")
+    return value
+
+
+class BareMachine:
+    """Host memory and a CPU with no hypervisor: the caller writes stage-2 tables and code into
+    `mem`, sets HCR/VTCR/VTTBR with `cpu.load_stage2`, and gets every exit from `cpu.run`."""
+
+    def __init__(self, host_size: int = 64 << 20, *, icount: bool = True) -> None:
+        self.host = Host(host_size)
+        self.mem = self.host.mem
+        self.mmu = MMU(self.mem, self.host.tlb)
+        self.cpu = VCPU(self.mem, self.mmu, icount=icount)
+
+    def skip(self, exit_) -> None:
+        """Step over the instruction that caused `exit_` (length from HSR.IL)."""
+        il = (exit_.syndrome.hsr >> 25) & 1
+        self.cpu.set_pc(exit_.pc + (4 if il else 2), exit_.thumb)
+
+
+@dataclass
+class Extra:
+    """An extra RAM memslot (e.g. a test region for dirty logging)."""
+    ipa: int
+    size: int
+    max_level: int = 1
+    name: str = "extra"
+
+
+class Machine:
+    """The `virt`-like board: RAM at 0x40000000, flash0 (read-only) and flash1 (read-only,
+    execute-never) memslots, a PL011 at 0x09000000, PSCI over HVC."""
+
+    def __init__(self, ram: int = DEFAULT_RAM, *, split: str = "lazy", icount: bool = True,
+                 max_level: int = 1, console: Callable[[bytes], None] | None = None,
+                 extra: list[Extra] | None = None) -> None:
+        if not 0 < ram <= MAX_RAM:
+            raise ValueError(f"RAM size must be between 4 KiB and {MAX_RAM >> 30} GiB")
+        extra = extra or []
+        sizes = [ram, FLASH_SIZE, FLASH_SIZE] + [e.size for e in extra]
+        self.host = Host(Host.size_for(sizes))
+        self.vm = VM(self.host, split=split)
+        self.ram = self.vm.add_memslot(RAM_BASE, ram, name="ram", max_level=max_level)
+        self.vm.add_memslot(FLASH0, FLASH_SIZE, name="flash0", readonly=True, max_level=3)
+        self.vm.add_memslot(FLASH1, FLASH_SIZE, name="flash1", readonly=True, noexec=True,
+                            max_level=3)
+        for e in extra:
+            self.vm.add_memslot(e.ipa, e.size, name=e.name, max_level=e.max_level)
+        self.uart = PL011(console)
+        self.vm.attach(UART0, self.uart)
+        self.vm.attach(FLASH0, Flash("flash0", FLASH_SIZE))
+        self.vm.attach(FLASH1, Flash("flash1", FLASH_SIZE))
+        self.mmu = MMU(self.host.mem, self.host.tlb)
+        self.cpu = VCPU(self.host.mem, self.mmu, icount=icount)
+        self.vcpu = Vcpu(self.vm, self.cpu)
+        self.image: loader.Image | None = None
+
+    def load(self, path: str, args: str = "") -> loader.Image:
+        """Load an ELF and reset the CPU to its entry: SVC mode, MMU off, r0=0, as -kernel."""
+        self.image = loader.load(path, self.vm)
+        self.vm.args = args
+        self.cpu.set_pc(self.image.entry, self.image.thumb)
+        return self.image
+
+    def run(self, max_insns: int | None = None, timeout: float | None = None) -> RunResult:
+        return self.vcpu.run(max_insns=max_insns, timeout=timeout)
+
+    def summary(self, result: RunResult) -> str:
+        """One line: instructions, stage-2 faults by kind, MMIO, hypercalls, and the outcome."""
+        st = self.vm.stats
+        faults = {k[3:]: v for k, v in sorted(st.items()) if k.startswith("s2 ")}
+        fault_txt = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in faults.items()) or "none"
+        insns = f"{self.cpu.instructions}" if self.cpu.icount else "not counted"
+        return (f"[s2emu] {result.reason}: instructions {insns}, exits {st['exits']}, "
+                f"stage-2 faults {sum(faults.values())} ({fault_txt}), "
+                f"MMIO {st['mmio read'] + st['mmio write']} (read {st['mmio read']}, "
+                f"write {st['mmio write']}), hypercalls {st['hvc']}, "
+                f"guest exceptions {self.cpu.stats['svc'] + self.cpu.stats['und'] + st['inject pabt']}, "
+                f"TLB flushes {self.host.tlb.stats['flush_vmid'] + self.host.tlb.stats['flush_all_nsnh']}, "
+                f"virtual time {self.vm.clock.now_ns() / 1e6:.3f} ms")

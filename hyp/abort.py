@@ -1,0 +1,66 @@
+"""Stage-2 abort handling: KVM's kvm_handle_guest_abort / user_mem_abort (arch/arm/kvm/mmu.c)."""
+from __future__ import annotations
+
+from .arch.exception import GuestException
+from .arch.fault import FaultType
+from .dirty import mark_dirty
+from .exits import Stage2Abort
+from .mmio import MmioError, emulate
+
+IFSR_EXTABT = 0x8       # short-descriptor "synchronous external abort" (KVM inject_abt32)
+DFSR_EXTABT = 0x8
+
+
+class HypervisorError(Exception):
+    """The hypervisor cannot continue this guest (reported with the abort's syndrome)."""
+
+
+def inject_abort(vcpu, prefetch: bool, va: int) -> None:
+    """kvm_inject_pabt / kvm_inject_dabt: an external abort taken to the guest's PL1 vectors."""
+    if prefetch:
+        vcpu.cp15_write("IFAR", va)
+        vcpu.cp15_write("IFSR", IFSR_EXTABT)
+        vcpu.take_exception(GuestException.PREFETCH_ABORT, vcpu.pc + 4)
+    else:
+        vcpu.cp15_write("DFAR", va)
+        vcpu.cp15_write("DFSR", DFSR_EXTABT | (1 << 11))
+        vcpu.take_exception(GuestException.DATA_ABORT, vcpu.pc + 8)
+
+
+def handle(vm, vcpu, ex: Stage2Abort) -> str:
+    """Resolve one stage-2 abort; returns what was done: map, dirty, mmio, inject, af."""
+    f = ex.fault
+    kind = f.type.name.lower()
+    vm.stats[f"s2 {kind}"] += 1
+    if f.type in (FaultType.ADDRESS_SIZE, FaultType.EXTERNAL_WALK):
+        raise HypervisorError(f"{f.describe()}: stage-2 tables are broken")
+    slot = vm.memslot(f.ipa)
+    if slot is None or (f.write and slot.readonly):
+        if f.fetch:
+            vm.stats["inject pabt"] += 1
+            inject_abort(vcpu, True, f.va)
+            return "inject"
+        try:
+            acc = emulate(vm.bus, ex.syndrome.hsr, f.ipa, vcpu)
+        except MmioError as e:
+            raise HypervisorError(f"{e} (PC {ex.pc:#x})") from None
+        vm.stats["mmio write" if acc.write else "mmio read"] += 1
+        vm.last_mmio = acc
+        return "mmio"
+    if f.type is FaultType.ACCESS_FLAG:
+        vm.stage2.set_af(f.ipa)
+        return "af"
+    if f.type is FaultType.PERMISSION and f.fetch:
+        vm.stats["inject pabt"] += 1
+        inject_abort(vcpu, True, f.va)          # execute-never memslot
+        return "inject"
+    if f.type is FaultType.PERMISSION and not f.write:
+        raise HypervisorError(f"{f.describe()}: read permission fault on a readable memslot")
+    gfn = slot.gfn(f.ipa)
+    if slot.log_dirty and f.write:
+        mark_dirty(vm, slot, gfn)
+        vm.map_fault(slot, f.ipa, writable=True)
+        vm.stats["dirty faults"] += 1
+        return "dirty"
+    vm.map_fault(slot, f.ipa, writable=not slot.log_dirty)
+    return "map"

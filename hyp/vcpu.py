@@ -1,0 +1,84 @@
+"""The hypervisor's vCPU loop: enter the guest, handle each exit (KVM's kvm_arch_vcpu_ioctl_run
+and handle_exit, arch/arm/kvm/arm.c + handle_exit.c)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import abort, hypercall
+from .exits import BudgetExhausted, DebugStop, Hypercall, Stage2Abort, WaitForInterrupt
+
+SLICE = 5_000_000           # instructions per entry when nothing else bounds the run
+
+
+@dataclass
+class RunResult:
+    """Why `run` returned. reason: off, reset, budget (max_insns reached), timeout, wfi,
+    debug (a debugger stop), error (message in `error`)."""
+    reason: str
+    instructions: int
+    error: str | None = None
+    exit: object | None = None
+
+
+@dataclass
+class Vcpu:
+    """Runs one machine CPU (`cpu`, e.g. emu.cpu.VCPU) for `vm`."""
+    vm: object
+    cpu: object
+    observers: list[Callable[[str, object, str], None]] = field(default_factory=list)
+
+    def _enter(self) -> None:
+        vm = self.vm
+        vm.update_vmid()
+        self.cpu.load_stage2(vm.hcr, vm.stage2.vtcr, vm.stage2.vttbr)
+
+    def run(self, max_insns: int | None = None, timeout: float | None = None,
+            slice_insns: int = SLICE) -> RunResult:
+        """Run until the guest powers off, `max_insns` more instructions ran, or an error.
+
+        `timeout` (seconds of wall clock) is the only place the wall clock is read: it is a
+        user-facing guard, checked between slices, and never influences guest-visible state."""
+        cpu, vm = self.cpu, self.vm
+        start = cpu.instructions
+        deadline = time.monotonic() + timeout if timeout else None
+        while True:
+            budget = slice_insns
+            if max_insns is not None:
+                left = max_insns - (cpu.instructions - start)
+                if left <= 0:
+                    return RunResult("budget", cpu.instructions - start)
+                budget = min(budget, left)
+            self._enter()
+            before = cpu.instructions
+            ex = cpu.run(budget)
+            vm.clock.instructions += cpu.instructions - before
+            vm.stats["exits"] += 1
+            try:
+                outcome = self._handle(ex)
+            except abort.HypervisorError as e:
+                return RunResult("error", cpu.instructions - start, str(e), ex)
+            for fn in self.observers:
+                fn("exit", ex, outcome)
+            if outcome in ("off", "reset", "wfi", "debug"):
+                return RunResult(outcome, cpu.instructions - start, exit=ex)
+            if deadline is not None and time.monotonic() > deadline:
+                return RunResult("timeout", cpu.instructions - start, exit=ex)
+
+    def _handle(self, ex) -> str:
+        vm = self.vm
+        if isinstance(ex, Stage2Abort):
+            return abort.handle(vm, self.cpu, ex)
+        if isinstance(ex, Hypercall):
+            vm.stats["hvc"] += 1
+            res = hypercall.handle(vm, self.cpu)
+            return res.stop or "hvc"
+        if isinstance(ex, BudgetExhausted):
+            return "slice"
+        if isinstance(ex, WaitForInterrupt):
+            vm.stats["wfi"] += 1
+            return "wfi"
+        if isinstance(ex, DebugStop):
+            return "debug"
+        raise TypeError(f"unknown exit {ex!r}")
