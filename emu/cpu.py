@@ -258,6 +258,9 @@ class VCPU:
                 return None
             raise GuestCrash(f"unexpected CPU exception {intno} at PC {pc:#x}")
         if self.icount and counted > budget:
+            # Unicorn counts an instruction before running it and stops there: `budget` ran.
+            # (Thumb IT blocks cannot be split: Unicorn may then run and count a few more;
+            # see README "Known limitations".)
             self._account(budget)
             return BudgetExhausted(pc=pc)
         self._account(counted)

@@ -1,0 +1,140 @@
+"""End to end: the bundled guest ELFs under the hypervisor - console, exits, syndromes."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from emu.machine import Machine
+from hyp.exits import Stage2Abort
+
+from conftest import GUESTS, ROOT
+
+EXPECTED = {
+    "hello": "Hello from an ARMv7 guest under a Python hypervisor!\nhello: done\n",
+    "thumb": ("thumb: start, 256-entry table, seed 2545f491\n"
+              "thumb: sum c8751ebe max ff0f0922 min 00174626\n"
+              "thumb: records 00000004 odd 919d6310 even 352a4776\n"
+              "thumb: halves 007b1ebe bytes 00007a9c\n"
+              "thumb: asm and C agree\nthumb: done\n"),
+    "faults": ("faults: start\nram: read 00000000\nram: wrote deadbeef\n"
+               "flash: read 00000000 00000000\nflash: write ignored, read 00000000\n"
+               "svc: imm 00000042\nund: at {udf:08x}\npabt: ifsr 00000008 ifar 04000000\n"
+               "faults: done\n"),
+}
+
+
+def run_guest(name, **kw):
+    m = Machine(**kw)
+    img = m.load(os.path.join(GUESTS, f"{name}.elf"))
+    aborts = []
+    m.vcpu.observers.append(lambda kind, ex, outcome: isinstance(ex, Stage2Abort)
+                            and aborts.append((outcome, ex)))
+    result = m.run(max_insns=50_000_000)
+    return m, img, result, aborts
+
+
+@pytest.mark.parametrize("name", ["hello", "thumb", "faults"])
+def test_guest_console_and_power_off(name):
+    m, img, result, _ = run_guest(name)
+    assert result.reason == "off", result
+    want = EXPECTED[name]
+    if name == "faults":
+        want = want.format(udf=img.symbol("faults_udf_insn"))
+    assert m.uart.text == want
+
+
+def syndromes(aborts):
+    return {(outcome, ex.syndrome.hsr, ex.syndrome.hpfar, ex.syndrome.far) for outcome, ex in aborts}
+
+
+def test_hello_exits_and_syndromes():
+    _, _, _, aborts = run_guest("hello")
+    s = syndromes(aborts)
+    # First fetch: stage-2 translation fault level 1 (empty root). EC=0x20, IL=0 (v7: UNK/SBZP
+    # for prefetch aborts, QEMU writes 0), IFSC=0b000101. HPFAR = IPA[39:12] << 4.
+    assert ("map", 0x80000005, 0x00400000, 0x40000000) in s
+    # UART strb r1 -> 0x09000000: EC=0x24 IL=1 ISV=1 SAS=00 SRT=1 WnR=1 DFSC=0b000101.
+    assert ("mmio", 0x93010045, 0x00090000, 0x09000000) in s
+    # UART ldr r3 <- FR (0x18): ISV=1 SAS=10 (word) SRT=3 WnR=0.
+    assert ("mmio", 0x93830005, 0x00090000, 0x09000018) in s
+
+
+def test_faults_guest_provokes_every_kind():
+    m, img, _, aborts = run_guest("faults")
+    s = syndromes(aborts)
+    # RAM + 100 MiB, 2 MiB block region not yet mapped: translation fault level 2.
+    assert ("map", 0x93810006, 0x00464000, 0x46400000) in s
+    # flash0 first read: level 1 (its GiB has no table yet); second page: level 3.
+    assert ("map", 0x93860005, 0x00000000, 0x00000000) in s
+    assert ("map", 0x93850007, 0x00000010, 0x00001000) in s
+    # str to the read-only memslot: permission fault level 3 (DFSC 0b001111), WnR=1 -> MMIO.
+    assert ("mmio", 0x9383004F, 0x00000000, 0x00000000) in s
+    # fetch from flash1: translation level 2, then XN permission fault level 3 -> injected PABT.
+    assert ("map", 0x80000006, 0x00040000, 0x04000000) in s
+    assert ("inject", 0x8000000F, 0x00040000, 0x04000000) in s
+    assert m.vm.stats["inject pabt"] == 1
+    assert m.cpu.stats["svc"] == 1 and m.cpu.stats["und"] == 1
+
+
+def test_thumb_16bit_mmio_store_has_il0():
+    _, _, _, aborts = run_guest("thumb")
+    hsrs = {ex.syndrome.hsr for outcome, ex in aborts if outcome == "mmio"}
+    # 16-bit Thumb strb r3 to the UART: IL=0, ISV=1, SAS=byte, SRT=3, WnR=1.
+    assert 0x91030045 in hsrs
+
+
+def test_runs_are_deterministic():
+    a = run_guest("faults")
+    b = run_guest("faults")
+    assert a[0].cpu.instructions == b[0].cpu.instructions
+    assert dict(a[0].vm.stats) == dict(b[0].vm.stats)
+    assert [(o, e.syndrome) for o, e in a[3]] == [(o, e.syndrome) for o, e in b[3]]
+
+
+@pytest.mark.parametrize("name", ["hello", "faults", "thumb"])
+@pytest.mark.parametrize("slice_insns", [1, 7, 97])
+def test_time_slicing_does_not_change_the_guest(name, slice_insns):
+    def go(**kw):
+        m = Machine()
+        m.load(os.path.join(GUESTS, f"{name}.elf"))
+        r = m.vcpu.run(**kw)
+        return m, r
+    (m1, r1), (m2, r2) = go(slice_insns=slice_insns), go()
+    assert (r1.reason, m1.uart.text, m1.cpu.regs()) == (r2.reason, m2.uart.text, m2.cpu.regs())
+    if name != "thumb":          # exact for ARM code; Thumb IT blocks: README limitations
+        assert m1.cpu.instructions == m2.cpu.instructions
+
+
+def s2emu(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "emu", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_hello():
+    p = s2emu("run", "guests/hello.elf")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == EXPECTED["hello"]
+    summary = p.stderr.strip().splitlines()[-1]
+    assert summary.startswith("[s2emu] off: instructions ")
+    assert "hypercalls 1" in summary and "MMIO 130" in summary
+
+
+@pytest.mark.parametrize("args,code,message", [
+    pytest.param(["run", "guests/nope.elf"], 1, "cannot open guests/nope.elf", id="missing-file"),
+    pytest.param(["run", "pyproject.toml"], 1, "not an ELF file", id="not-elf"),
+    pytest.param(["run", sys.executable], 1, "not a 32-bit little-endian ARM ELF", id="not-arm"),
+    pytest.param(["run", "guests/dirtycheck.elf", "--max-insns", "200000"], 3,
+                 "did not stop within 200000 instructions", id="max-insns"),
+    pytest.param(["run", "guests/dirtycheck.elf", "--timeout", "0.5"], 3,
+                 "did not stop within 0.5 s", id="timeout"),
+    pytest.param(["run", "guests/faults.elf", "--mem", "64M"], 1,
+                 "outside RAM and devices", id="outside-ram"),
+    pytest.param(["run", "guests/hello.elf", "--mem", "12x"], 2, "bad size", id="bad-size"),
+    pytest.param(["run", "guests/hello.elf", "--mem", "16K"], 1, "segment", id="ram-too-small"),
+])
+def test_cli_errors_are_one_line(args, code, message):
+    p = s2emu(*args)
+    assert p.returncode == code, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr
+    assert message in p.stderr
