@@ -272,6 +272,14 @@ class VCPU:
     _last_executed = 0
     debug_stop: str | None = None     # set by a debug hook that called emu_stop()
 
+    def insn_length(self, pc: int, thumb: bool) -> int:
+        """2 or 4: the length of the instruction at `pc` (T32 32-bit encodings start with
+        0b11101/0b11110/0b11111)."""
+        if not thumb:
+            return 4
+        first = int.from_bytes(self.read_code(pc, 2), "little")
+        return 4 if first >> 11 in (0b11101, 0b11110, 0b11111) else 2
+
     def _wfe_length(self, pc: int, thumb: bool) -> int:
         code = self.read_code(pc, 4)
         if thumb:

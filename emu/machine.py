@@ -50,9 +50,9 @@ class BareMachine:
         self.cpu = VCPU(self.mem, self.mmu, icount=icount)
 
     def skip(self, exit_) -> None:
-        """Step over the instruction that caused `exit_` (length from HSR.IL)."""
-        il = (exit_.syndrome.hsr >> 25) & 1
-        self.cpu.set_pc(exit_.pc + (4 if il else 2), exit_.thumb)
+        """Step over the instruction that caused a stage-2 abort exit (HSR.IL is only valid
+        with ISV=1 on v7, so the length comes from the instruction itself)."""
+        self.cpu.set_pc(exit_.pc + self.cpu.insn_length(exit_.pc, exit_.thumb), exit_.thumb)
 
 
 @dataclass
