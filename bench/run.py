@@ -132,7 +132,7 @@ class Sizes:
 
 DEFAULT = Sizes(reps=7, alu_iters=200_000_000, icount_iters=25_000_000, sweep=16 << 20,
                 load_passes=20, store_passes=6, stm_passes=6)
-QUICK = Sizes(reps=1, alu_iters=1_000_000, icount_iters=250_000, sweep=1 << 20,
+QUICK = Sizes(reps=1, alu_iters=5_000_000, icount_iters=1_000_000, sweep=1 << 20,
               load_passes=2, store_passes=1, stm_passes=1)
 
 
@@ -169,7 +169,6 @@ class RawUnicorn:
         uc.mem_map_ptr(RAM_BASE, ram, UC_PROT_ALL, self.mem.ctypes.data)
         self.mem[:len(CODE)] = np.frombuffer(CODE, dtype=np.uint8)
         self.uc = uc
-        self.note = ""
 
     def data(self, size: int) -> np.ndarray:
         """The sweep region as uint32 words (a live view of guest memory)."""

@@ -21,6 +21,7 @@ from hyp.arch.exception import CPSR_T, GuestException, enter, lr_offset
 from hyp.arch.fault import Access, Fault
 from hyp.arch.mmu import MMU
 from hyp.arch.syndrome import Syndrome, hsr_hvc
+from hyp.arch.walk import Translation, lookup
 from hyp.exits import (BudgetExhausted, DebugStop, Exit, Hypercall, Stage2Abort,
                        WaitForInterrupt)
 from hyp.physmem import PhysMem
@@ -184,10 +185,13 @@ class VCPU:
         return out
 
     def debug_translate(self, va: int) -> int | None:
-        """VA -> PA without touching the TLB (gdb, decoder): None if unmapped."""
-        from hyp.arch.walk import lookup, Translation
+        """VA -> PA without side effects (gdb, decoder): the TLB entry if one is cached (what
+        the CPU would use), else a walk that fills nothing. None if unmapped."""
         if not self.mmu.stage2_enabled:
             return va if self.mem.contains(va) else None
+        e = self.mmu.tlb.lookup(self.mmu.vmid, va & ~0xFFF)
+        if e is not None:
+            return e.pa_page | (va & 0xFFF)
         t = lookup(self.mem, self.mmu.cfg, va)
         return t.pa if isinstance(t, Translation) else None
 

@@ -10,6 +10,7 @@ it calls the A32 one-register `pop` (an LDR encoding) POP while its `push` is ST
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable, NamedTuple
 
 import capstone
@@ -227,6 +228,22 @@ def _first_in_page(info: AccessInfo, page: int) -> int | None:
     return None
 
 
+@lru_cache(maxsize=4096)
+def _identify(code: bytes, thumb: bool) -> tuple[int, _Op | None, bytes, str, str]:
+    """Capstone's part, which depends only on the bytes: (size, op, raw bytes, mnemonic,
+    text); op is None (and text the reason) for what is not a modelled load or store."""
+    insn = next((_THUMB if thumb else _ARM).disasm(code, 0, count=1), None)
+    if insn is None:
+        return 0, None, b"", "", f"undecodable {'Thumb' if thumb else 'ARM'} bytes {code.hex()}"
+    text = f"{insn.mnemonic} {insn.op_str}"
+    op = _OPS.get(insn.id)
+    if op is None:
+        what = ("a memory access this decoder does not model" if insn.op_count(A.ARM_OP_MEM)
+                else "not a load or store")
+        return insn.size, None, bytes(insn.bytes), insn.mnemonic, f"{text} is {what}"
+    return insn.size, op, bytes(insn.bytes), insn.mnemonic, text
+
+
 def decode_access(code: bytes, pc: int, thumb: bool, reg: Callable[[int], int],
                   fault_page: int | None = None, *, cpsr: int | None = None) -> AccessInfo:
     """Decode the load or store at `pc` (bit 0 clear) from its bytes and the registers.
@@ -235,19 +252,11 @@ def decode_access(code: bytes, pc: int, thumb: bool, reg: Callable[[int], int],
     offset. With fault_page, the decoded range must touch that page (DecodeError otherwise:
     the bytes or registers are not the ones that faulted); addr stays the lowest address.
     """
-    insn = next((_THUMB if thumb else _ARM).disasm(code[:4], pc, count=1), None)
-    if insn is None:
-        raise DecodeError(f"undecodable {'Thumb' if thumb else 'ARM'} bytes {code[:4].hex()} "
-                          f"at {pc:#x}")
-    text = f"{insn.mnemonic} {insn.op_str}"
-    op = _OPS.get(insn.id)
+    size, op, raw, mnemonic, text = _identify(bytes(code[:4]), thumb)
     if op is None:
-        what = ("a memory access this decoder does not model" if insn.op_count(A.ARM_OP_MEM)
-                else "not a load or store")
-        raise DecodeError(f"{text} at {pc:#x} is {what}")
-    raw = insn.bytes
+        raise DecodeError(f"{text} at {pc:#x}")
     r = _Regs(reg, pc, thumb, cpsr)
-    if insn.size == 2:
+    if size == 2:
         ea = _t16(int.from_bytes(raw, "little"), r, op)
     elif thumb:
         word = int.from_bytes(raw[:2], "little") << 16 | int.from_bytes(raw[2:], "little")
@@ -256,7 +265,7 @@ def decode_access(code: bytes, pc: int, thumb: bool, reg: Callable[[int], int],
         ea = _DECODERS[op.form][0](int.from_bytes(raw, "little"), r, op)
     info = AccessInfo(isv=ea.single and op.form == "ldst", size=ea.size, sign_extend=op.sign,
                       rt=ea.rt, write=op.write, addr=ea.addr, length=ea.length,
-                      il32=insn.size == 4, mnemonic=insn.mnemonic)
+                      il32=size == 4, mnemonic=mnemonic)
     if fault_page is not None and _first_in_page(info, fault_page) is None:
         raise DecodeError(f"{text} at {pc:#x} accesses {info.addr:#x}+{info.length}, "
                           f"not the faulting page {fault_page:#x}")

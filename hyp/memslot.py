@@ -25,6 +25,7 @@ class Memslot:
     noexec: bool = False
     max_level: int = 1
     log_dirty: bool = False
+    manual_protect: bool = False
     dirty: np.ndarray = field(default=None, repr=False)   # one bool per 4 KiB page
 
     def __post_init__(self) -> None:

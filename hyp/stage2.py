@@ -54,6 +54,20 @@ class Mapping:
                 f"{self.size >> 10:>8} KiB {p} AF={int(self.af)} XN={int(not self.prot & Prot.X)} {kind}")
 
 
+def _maintenance(old, new):
+    """What replacing descriptor(s) `old` by `new` requires (ints or numpy arrays alike):
+    bbm - both valid and something besides permissions/AF changes: break-before-make (B3.10.1);
+    downgrade - was valid and is now invalid, or lost write/read/AF, or gained XN: a flush.
+    Permission upgrades and invalid -> valid need nothing."""
+    diff = old ^ new
+    old_valid = (old & _VALID) != 0
+    new_valid = (new & _VALID) != 0
+    bbm = old_valid & new_valid & ((diff & _NOT_PROT) != 0)
+    lost = diff & ((old & (_S2AP_W | _S2AP_R | _AF)) | (new & _XN))
+    downgrade = old_valid & (bbm == 0) & ((new_valid == 0) | (lost != 0))
+    return bbm, downgrade
+
+
 def _is_leaf(view: np.ndarray, level: int) -> np.ndarray:
     valid = (view & _VALID) != 0
     typ = (view & _TYPE) != 0
@@ -84,6 +98,8 @@ class Stage2:
         self.observers: list[Callable[..., None]] = []
         self._batch = 0
         self._pending = False
+        self._cfg: S2Config | None = None
+        self._cfg_vttbr = -1
 
     # ---- registers -------------------------------------------------------------------
     @property
@@ -92,7 +108,10 @@ class Stage2:
 
     @property
     def cfg(self) -> S2Config:
-        return S2Config.decode(self.vtcr, self.vttbr)
+        vttbr = self.vttbr
+        if self._cfg is None or self._cfg_vttbr != vttbr:
+            self._cfg, self._cfg_vttbr = S2Config.decode(self.vtcr, vttbr), vttbr
+        return self._cfg
 
     # ---- TLB maintenance: the one place -------------------------------------------------
     def _event(self, kind: str, **info) -> None:
@@ -123,34 +142,43 @@ class Stage2:
                 self.flush(reason)
 
     def _store(self, table_pa: int, level: int, lo: int, new) -> None:
-        """Write descriptors table[lo:lo+len(new)] with the TLB maintenance they need."""
-        view = self.mem.table(table_pa, self._entries(table_pa, level))
+        """Write descriptors table[lo:lo+len(new)] (see `_store_at`)."""
         new = np.asarray(new, dtype=U64)
-        hi = lo + new.size
-        old = view[lo:hi].copy()
-        changed = old != new
-        if not changed.any():
+        first = ((table_pa - self.mem.base) >> 3) + lo
+        self._store_at(np.arange(first, first + new.size, dtype=np.int64), new)
+
+    def _store_at(self, idx: np.ndarray, new: np.ndarray) -> None:
+        """The one place stage-2 descriptors change: write host-memory descriptor slots `idx`
+        (indices into the 64-bit view) with `new`, doing the TLB maintenance they need."""
+        q = self.mem.q
+        if idx.size == 1:                       # the fault path: plain ints, same rule
+            i, n = int(idx[0]), int(new[0]) if np.ndim(new) else int(new)
+            o = int(q[i])
+            bbm, downgrade = _maintenance(o, n)
+            if bbm:
+                q[i] = 0
+                self._flush_now("break-before-make")
+            q[i] = n
+            if downgrade:
+                self.flush("downgrade")
             return
-        old_valid = (old & _VALID) != 0
-        new_valid = (new & _VALID) != 0
-        same_shape = ((old ^ new) & _NOT_PROT) == 0
-        bbm = changed & old_valid & new_valid & ~same_shape
+        new = np.asarray(new, dtype=U64)
+        old = q[idx]
+        if not (old ^ new).any():
+            return
+        bbm, downgrade = _maintenance(old, new)
         if bbm.any():
-            # Break-before-make (B3.10.1): invalidate, flush, then write the new entry.
-            seg = view[lo:hi]
-            seg[bbm] = 0
-            saved, self._batch = self._batch, 0
-            self.flush("break-before-make")
-            self._batch = saved
-        lost_w = (old & _S2AP_W) & ~(new & _S2AP_W)
-        lost_r = (old & _S2AP_R) & ~(new & _S2AP_R)
-        gained_xn = (new & _XN) & ~(old & _XN)
-        lost_af = (old & _AF) & ~(new & _AF)
-        downgrade = changed & old_valid & ~bbm & (~new_valid | (lost_w != 0) | (lost_r != 0)
-                                                  | (gained_xn != 0) | (lost_af != 0))
-        view[lo:hi] = new
+            q[idx[bbm]] = 0
+            self._flush_now("break-before-make")
+        q[idx] = new
         if downgrade.any():
             self.flush("downgrade")
+
+    def _flush_now(self, reason: str) -> None:
+        """A flush that cannot wait for the end of a batch (break-before-make)."""
+        saved, self._batch = self._batch, 0
+        self.flush(reason)
+        self._batch = saved
 
     def _entries(self, table_pa: int, level: int) -> int:
         return self.root_pages * 512 if table_pa == self.root else 512
@@ -158,7 +186,8 @@ class Stage2:
     # ---- the range walker ------------------------------------------------------------
     def _walk(self, start: int, end: int, visit: Callable, post: Callable | None = None,
               level: int | None = None, table: int | None = None, base: int = 0) -> None:
-        """Visit every table overlapping [start, end): visit() before descending, post() after."""
+        """Visit every table overlapping [start, end): visit() before descending (returning
+        False skips the subtrees below this table), post() after."""
         cfg = self.cfg
         if level is None:
             level, table = cfg.start_level, self.root
@@ -169,7 +198,8 @@ class Stage2:
         if lo >= hi:
             return
         view = self.mem.table(table, n)
-        visit(level, table, view, lo, hi, base)
+        if visit(level, table, view, lo, hi, base) is False:
+            return                                   # the visitor handled the subtrees
         if level < 3:
             for i in np.flatnonzero(_is_table(view[lo:hi], level)):
                 idx = lo + int(i)
@@ -247,7 +277,63 @@ class Stage2:
 
     def wrprotect(self, start: int, end: int) -> None:
         """stage2_wp_range: make every leaf in [start, end) read-only, then one VMID flush."""
-        self.set_prot(start, end, clear=Prot.W)
+        self.wrprotect_pages(start, np.ones((end - start + 0xFFF) >> 12, dtype=bool))
+
+    def wrprotect_pages(self, base: int, pages: np.ndarray) -> int:
+        """kvm_mmu_write_protect_pt_masked: make read-only every leaf that maps a page
+        base + 4096*i with pages[i] set (a block covering one is protected whole). Vectorised:
+        all level-3 tables of the range are edited in one numpy operation. One VMID flush if
+        any descriptor lost write permission. Returns the number of leaves protected."""
+        if not pages.any():
+            return 0
+        end = base + (pages.size << 12)
+        tables: list[np.ndarray] = []
+        firsts: list[np.ndarray] = []
+        protected = 0
+
+        def any_page(ipa: int, size: int) -> bool:
+            a = max(0, (ipa - base) >> 12)
+            b = min(pages.size, (ipa + size - base) >> 12)
+            return bool(pages[a:b].any()) if a < b else False
+
+        def visit(level, table, view, lo, hi, base_ipa):
+            nonlocal protected
+            seg = view[lo:hi]
+            shift = d.LEVEL_SHIFT[level]
+            for i in np.flatnonzero(_is_leaf(seg, level) & ((seg & _S2AP_W) != 0)):
+                ipa = base_ipa + ((lo + int(i)) << shift)
+                if any_page(ipa, 1 << shift):            # a block: protected whole
+                    self._store(table, level, lo + int(i), [int(seg[int(i)]) & ~int(_S2AP_W)])
+                    protected += 1
+            if level == 2:
+                # Collect the level-3 tables under this one; edit them all at once below.
+                sub = np.flatnonzero(_is_table(seg, 2))
+                ipas = base_ipa + ((lo + sub.astype(np.int64)) << shift)
+                keep = [k for k, ipa in enumerate(ipas) if any_page(int(ipa), 1 << shift)]
+                tables.append((seg[sub[keep]] & _ADDR).astype(np.int64))
+                firsts.append(ipas[keep])
+                return False
+            return None
+
+        with self.batch("wrprotect"):
+            self._walk(base, end, visit)
+            rows = np.concatenate(tables) if tables else np.zeros(0, dtype=np.int64)
+            if rows.size:
+                # One gather/scatter over every level-3 table: rows = tables, columns = entries.
+                cols = np.arange(512, dtype=np.int64)
+                idx = ((rows - self.mem.base) >> 3)[:, None] + cols[None, :]
+                # pages[] padded so every level-3 table's 512 pages index it directly
+                lead = (base >> 12) & 511
+                padded = np.zeros(lead + pages.size + 512, dtype=bool)
+                padded[lead:lead + pages.size] = pages
+                chunk = ((np.concatenate(firsts) - (base - (lead << 12))) >> 21).astype(np.int64)
+                want = padded[:(padded.size // 512) * 512].reshape(-1, 512)[chunk]
+                old = self.mem.q[idx]
+                hit = want & _is_leaf(old, 3) & ((old & _S2AP_W) != 0)
+                if hit.any():
+                    self._store_at(idx[hit], old[hit] & ~_S2AP_W)
+                    protected += int(hit.sum())
+        return protected
 
     def unmap(self, start: int, end: int) -> None:
         """unmap_stage2_range: clear leaves (whole blocks) and free tables left empty."""
@@ -345,6 +431,17 @@ class Stage2:
 
         self._walk(ipa, ipa + 1, visit)
         return done
+
+    def has_table_at(self, ipa: int, level: int) -> bool:
+        """Is the level-`level` entry for `ipa` a table (i.e. not a block or invalid)?"""
+        lvl, table = self.cfg.start_level, self.root
+        while True:
+            desc = self.mem.read64(table + 8 * self._index(ipa, lvl))
+            if d.kind(desc, lvl) is not d.Kind.TABLE:
+                return False
+            if lvl == level:
+                return True
+            table, lvl = desc & d.ADDR_MASK, lvl + 1
 
     # ---- read-only views ---------------------------------------------------------------
     def leaves(self, start: int = 0, end: int = 1 << 40) -> Iterator[tuple[int, int, int]]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import abort, hypercall
+from .dirty import DirtyLogError
 from .exits import BudgetExhausted, DebugStop, Hypercall, Stage2Abort, WaitForInterrupt
 
 SLICE = 5_000_000           # instructions per entry when nothing else bounds the run
@@ -35,8 +36,9 @@ class Vcpu:
         self.cpu.load_stage2(vm.hcr, vm.stage2.vtcr, vm.stage2.vttbr)
 
     def run(self, max_insns: int | None = None, timeout: float | None = None,
-            slice_insns: int = SLICE) -> RunResult:
-        """Run until the guest powers off, `max_insns` more instructions ran, or an error.
+            slice_insns: int = SLICE, until_ns: int | None = None) -> RunResult:
+        """Run until the guest powers off, `max_insns` more instructions ran, virtual time
+        reaches `until_ns`, the dirty ring is (soft-)full, or an error.
 
         `timeout` (seconds of wall clock) is the only place the wall clock is read: it is a
         user-facing guard, checked between slices, and never influences guest-visible state."""
@@ -44,12 +46,20 @@ class Vcpu:
         start = cpu.instructions
         deadline = time.monotonic() + timeout if timeout else None
         while True:
+            ring = vm.dirty_ring
+            if ring is not None and ring.soft_full:
+                return RunResult("dirty-ring-full", cpu.instructions - start)
             budget = slice_insns
             if max_insns is not None:
                 left = max_insns - (cpu.instructions - start)
                 if left <= 0:
                     return RunResult("budget", cpu.instructions - start)
                 budget = min(budget, left)
+            if until_ns is not None:
+                left_ns = until_ns - vm.clock.now_ns()
+                if left_ns <= 0:
+                    return RunResult("time", cpu.instructions - start)
+                budget = max(1, min(budget, left_ns // vm.clock.ns_per_insn))
             self._enter()
             before = cpu.instructions
             ex = cpu.run(budget)
@@ -57,7 +67,7 @@ class Vcpu:
             vm.stats["exits"] += 1
             try:
                 outcome = self._handle(ex)
-            except abort.HypervisorError as e:
+            except (abort.HypervisorError, DirtyLogError) as e:
                 return RunResult("error", cpu.instructions - start, str(e), ex)
             for fn in self.observers:
                 fn("exit", ex, outcome)

@@ -33,7 +33,8 @@ class VM:
         self.stats: Counter[str] = Counter()
         self.stage2 = Stage2(host.mem, host.pool, host.tlb, lambda: self.vmid)
         self.hcr = HCR_VM_ON
-        self.dirty_ring_observers: list = []    # hyp.dirty: ring per vCPU
+        self.dirty_ring = None                   # hyp.dirty.DirtyRing when the ring is on
+        self.dirty_observers: list = []          # called (slot, gfn, source) on each new dirty page
 
     # ---- memory layout --------------------------------------------------------------
     def add_memslot(self, ipa: int, size: int, *, name: str = "ram", readonly: bool = False,
@@ -121,6 +122,7 @@ class VM:
             last = slot.gfn(ipa + len(data) - 1)
             for gfn in range(first, last + 1):
                 mark_dirty(self, slot, gfn, source="hypervisor")
+            self.stats["hypervisor writes"] += 1
 
     def ram_pages(self) -> int:
         return sum(s.size for s in self.memslots) // PAGE_SIZE

@@ -7,7 +7,7 @@ access permissions are an abstract `Prot` converted to S2AP/XN bits in exactly o
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -15,10 +15,10 @@ class Field:
     """Bits [hi:lo] of a register or descriptor."""
     hi: int
     lo: int
+    mask: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def mask(self) -> int:
-        return ((1 << (self.hi - self.lo + 1)) - 1) << self.lo
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mask", ((1 << (self.hi - self.lo + 1)) - 1) << self.lo)
 
     def get(self, value: int) -> int:
         return (value & self.mask) >> self.lo
@@ -73,18 +73,11 @@ def prot_to_bits(prot: Prot) -> int:
 
 def bits_to_prot(desc: int) -> Prot:
     """Stage-2 leaf descriptor -> Prot (S2AP 01 read-only, 10 write-only, 11 read/write)."""
-    s2ap = S2_S2AP.get(desc)
-    prot = Prot.NONE
-    if s2ap & 1:
-        prot |= Prot.R
-    if s2ap & 2:
-        prot |= Prot.W
-    if not S2_XN.get(desc):
-        prot |= Prot.X
-    return prot
+    return _PROTS[((desc >> 6) & 3) | (0 if desc & S2_XN.mask else 4)]
 
 
 PROT_BITS_MASK = S2_S2AP.mask | S2_XN.mask
+_PROTS = [Prot(v) for v in range(8)]       # S2AP (R=bit0, W=bit1) | X=bit2 -> Prot
 
 
 class Kind(enum.Enum):

@@ -30,8 +30,9 @@ class MMU:
 
     def set_stage2(self, hcr: int, vtcr: int, vttbr: int) -> None:
         """Write HCR, VTCR and VTTBR as Hyp mode does before entering a guest."""
+        if (vtcr, vttbr) != (self._vtcr, self._vttbr):
+            self.cfg = S2Config.decode(vtcr, vttbr)
         self.hcr, self._vtcr, self._vttbr = hcr, vtcr, vttbr
-        self.cfg = S2Config.decode(vtcr, vttbr)
 
     @property
     def vmid(self) -> int:

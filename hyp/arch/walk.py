@@ -15,6 +15,9 @@ from .fault import Access, Fault, FaultType
 from .regs import IPA_MAX_BITS, S2Config
 
 DESC_HIGH_MASK = ((1 << 48) - 1) & ~((1 << 40) - 1)    # output address bits [47:40]
+_SHIFT = d.LEVEL_SHIFT
+_ADDR = d.ADDR_MASK
+_AF = d.S2_AF.mask
 
 
 @dataclass(frozen=True)
@@ -43,13 +46,13 @@ class Translation:
         return self.pa & ~0xFFF
 
 
+_NEED = {Access.READ: 1, Access.WRITE: 2, Access.FETCH: 5}     # Prot bits an access needs
+
+
 def allowed(prot: Prot, access: Access) -> bool:
     """Stage-2 permission check; an AArch32 fetch needs read permission and XN clear."""
-    if access == Access.READ:
-        return bool(prot & Prot.R)
-    if access == Access.WRITE:
-        return bool(prot & Prot.W)
-    return bool(prot & Prot.X) and bool(prot & Prot.R)
+    need = _NEED[access]
+    return (int(prot) & need) == need
 
 
 def table_index(ipa: int, level: int, cfg: S2Config) -> int:
@@ -73,28 +76,31 @@ def translate(mem, cfg: S2Config, ipa: int, access: Access, *,
         return fault(FaultType.ADDRESS_SIZE, 0)
     level = cfg.start_level
     table = cfg.root_pa
+    q, base, end = mem.q, mem.base, mem.end
     while True:
-        desc_pa = table + 8 * table_index(ipa, level, cfg)
-        if not mem.contains(desc_pa, 8):
+        shift = _SHIFT[level]
+        top = cfg.input_bits if level == cfg.start_level else shift + 9
+        desc_pa = table + 8 * ((ipa >> shift) & ((1 << (top - shift)) - 1))
+        if not base <= desc_pa <= end - 8:
             return fault(FaultType.EXTERNAL_WALK, level)
-        desc = mem.read64(desc_pa)
+        desc = int(q[(desc_pa - base) >> 3])
         if record:
             steps.append(WalkStep(level, desc_pa, desc))
-        k = d.kind(desc, level)
-        if k is Kind.INVALID:
-            return fault(FaultType.TRANSLATION, level)
+        if not desc & 1 or (level == 3 and not desc & 2):
+            return fault(FaultType.TRANSLATION, level)     # invalid (0b01 at level 3 too)
         if desc & DESC_HIGH_MASK:
             return fault(FaultType.ADDRESS_SIZE, level)
-        if k is Kind.TABLE:
-            table = desc & d.ADDR_MASK
+        if desc & 2 and level < 3:
+            table = desc & _ADDR
             level += 1
             continue
-        if not d.S2_AF.get(desc):
+        if not desc & _AF:
             return fault(FaultType.ACCESS_FLAG, level)
         prot = d.bits_to_prot(desc)
         if check_perm and not allowed(prot, access):
             return fault(FaultType.PERMISSION, level)
-        pa = d.out_addr(desc, level) | (ipa & (d.LEVEL_SIZE[level] - 1))
+        size = 1 << shift
+        pa = (desc & _ADDR & ~(size - 1)) | (ipa & (size - 1))
         return Translation(ipa=ipa, pa=pa, level=level, prot=prot, desc=desc, steps=steps)
 
 
