@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
+from hyp import dirty
 from hyp.abort import HypervisorError
+from hyp.vcpu import RunResult
 from hyp.host import OutOfHostMemory
 
 from .cpu import GuestCrash
@@ -46,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest stage-2 leaf RAM may use (default: largest that aligns)")
     r.add_argument("--no-icount", action="store_true",
                    help="do not count instructions (faster; no --max-insns, no virtual time from execution)")
+    r.add_argument("--log-dirty", action="store_true",
+                   help="log dirty pages of guest RAM and report them per harvest interval")
+    r.add_argument("--dirty-mode", choices=("bitmap", "manual", "ring"), default="bitmap",
+                   help="GET_DIRTY_LOG, manual protect (GET + CLEAR), or the dirty ring")
+    r.add_argument("--harvest-ms", type=float, default=100.0,
+                   help="virtual milliseconds between dirty-log harvests (default 100)")
+    r.add_argument("--ring-size", type=_positive, default=4096, help="dirty ring entries")
     r.add_argument("-q", "--quiet", action="store_true", help="no summary line")
     return p
 
@@ -65,7 +75,13 @@ def cmd_run(a: argparse.Namespace) -> int:
     level = {"1g": 1, "2m": 2, "4k": 3}[a.hugepages]
     m = Machine(a.mem, split=a.split, icount=not a.no_icount, max_level=level, console=console)
     m.load(a.elf, a.args)
-    result = m.run(max_insns=a.max_insns, timeout=a.timeout)
+    if a.log_dirty:
+        if a.harvest_ms <= 0:
+            print("s2emu: error: --harvest-ms must be positive", file=sys.stderr)
+            return EXIT_USAGE
+        result = run_logging(m, a)
+    else:
+        result = m.run(max_insns=a.max_insns, timeout=a.timeout)
     out.flush()
     if m.uart.output and not m.uart.output.endswith(b"\n"):
         print()
@@ -87,6 +103,47 @@ def cmd_run(a: argparse.Namespace) -> int:
         return EXIT_ERROR
     print(f"s2emu: error: {result.error}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def run_logging(m: Machine, a: argparse.Namespace):
+    """Run with dirty logging on guest RAM, harvesting every --harvest-ms of virtual time."""
+    vm, slot = m.vm, m.ram
+    if a.dirty_mode == "ring":
+        dirty.enable_dirty_ring(vm, a.ring_size)
+    dirty.enable_logging(vm, slot, manual_protect=a.dirty_mode == "manual")
+    step = int(a.harvest_ms * 1e6)
+    deadline = time.monotonic() + a.timeout if a.timeout else None
+    start = m.cpu.instructions
+    n = 0
+    print(f"[s2emu] dirty logging on {slot.name} ({slot.npages} pages, {a.dirty_mode}, "
+          f"split {vm.split}), harvest every {a.harvest_ms:g} ms of virtual time", file=sys.stderr)
+    while True:
+        left = None if a.max_insns is None else a.max_insns - (m.cpu.instructions - start)
+        if left is not None and left <= 0:
+            result = RunResult("budget", m.cpu.instructions - start)
+            break
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        result = m.vcpu.run(max_insns=left, timeout=timeout,
+                            until_ns=(vm.clock.now_ns() // step + 1) * step)
+        if result.reason in ("time", "dirty-ring-full") or result.reason in ("off", "reset"):
+            n += 1
+            pages = _harvest(vm, slot, a.dirty_mode)
+            print(f"[s2emu] harvest {n} @ {vm.clock.now_ns() / 1e6:.3f} ms: {pages} dirty pages "
+                  f"({pages * 4 / 1024:.2f} MiB)", file=sys.stderr)
+        if result.reason not in ("time", "dirty-ring-full"):
+            break
+    return result
+
+
+def _harvest(vm, slot, mode: str) -> int:
+    if mode == "ring":
+        pages = len({g for s, g in vm.dirty_ring.harvest() if s == slot.slot})
+        dirty.reset_dirty_ring(vm)
+        return pages
+    bitmap = dirty.get_dirty_log(vm, slot)
+    if mode == "manual":
+        dirty.clear_dirty_log(vm, slot, 0, slot.npages, bitmap)
+    return int(bitmap.sum())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 from typing import Callable
 
 from unicorn import (UC_ARCH_ARM, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_EXCEPTION,
-                     UC_ERR_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_TLB_FILL, UC_MODE_ARM,
+                     UC_ERR_INSN_INVALID, UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_TLB_FILL, UC_MODE_ARM,
                      UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UC_TLB_VIRTUAL, Uc, UcError)
 from unicorn import arm_const as A
 
@@ -86,6 +86,8 @@ class VCPU:
         self._loaded_vmid: int | None = None
         self.stats = {"fills": 0, "denied": 0, "svc": 0, "und": 0, "unicorn_flushes": 0}
         self.exception_observers: list[Callable[[GuestException, int, int], None]] = []
+        self._breakpoints: dict[int, int] = {}
+        self._skip_bp_at: int | None = None
         mmu.tlb.listeners.append(self._tlb_flushed)
 
     # ---- the fast path's only Python: TLB misses ----------------------------------------
@@ -216,10 +218,13 @@ class VCPU:
         self._intno = None
         begin = self.pc | (1 if self.thumb else 0)
         err = None
+        self._running = True
         try:
             self.uc.emu_start(begin, EXIT_SENTINEL, count=budget if self.icount else 0)
         except UcError as e:
             err = e
+        finally:
+            self._running = False
         hook_exc = getattr(self.uc, "_hook_exception", None)
         if hook_exc is not None:
             self.uc._hook_exception = None
@@ -267,14 +272,56 @@ class VCPU:
             # see README "Known limitations".)
             self._account(budget)
             return BudgetExhausted(pc=pc)
-        self._account(counted)
         if self.debug_stop is not None:
+            # A debug hook stopped before the instruction at PC ran (it was counted).
+            self._account(counted - 1)
             reason, self.debug_stop = self.debug_stop, None
             return DebugStop(pc=pc, reason=reason)
+        self._account(counted)
         return WaitForInterrupt(pc=pc)
 
     _last_executed = 0
+    _running = False
     debug_stop: str | None = None     # set by a debug hook that called emu_stop()
+
+    def insn_index(self) -> int:
+        """Instructions completed so far, exact even from inside a hook during a run."""
+        if self._running and self._counter is not None:
+            return self.instructions + max(0, self._counter.value - 1)
+        return self.instructions
+
+    # ---- debugging: breakpoints as PC checks (guest memory is never patched) ------------
+    def add_breakpoint(self, addr: int, callback: Callable[[int], bool] | None = None) -> None:
+        """Stop before executing the instruction at `addr` (a code hook bounded to that one
+        address: no cost anywhere else). `callback(addr)` may return False to not stop."""
+        addr &= ~1
+        if addr in self._breakpoints:
+            return
+        def hit(uc, address, size, _ud):
+            if self._skip_bp_at == address:
+                self._skip_bp_at = None          # resuming from this breakpoint
+                return
+            if callback is None or callback(address):
+                self.debug_stop = "breakpoint"
+                uc.emu_stop()
+        self._breakpoints[addr] = self.uc.hook_add(UC_HOOK_CODE, hit, begin=addr, end=addr)
+        self.uc.ctl_remove_cache(addr, addr + 4)
+
+    def remove_breakpoint(self, addr: int) -> None:
+        addr &= ~1
+        h = self._breakpoints.pop(addr, None)
+        if h is not None:
+            self.uc.hook_del(h)
+            self.uc.ctl_remove_cache(addr, addr + 4)
+
+    @property
+    def breakpoints(self) -> list[int]:
+        return sorted(self._breakpoints)
+
+    def resume_from_breakpoint(self) -> None:
+        """Let the next run execute the instruction at PC even if a breakpoint is there."""
+        if self.pc in self._breakpoints:
+            self._skip_bp_at = self.pc
 
     def insn_length(self, pc: int, thumb: bool) -> int:
         """2 or 4: the length of the instruction at `pc` (T32 32-bit encodings start with
@@ -298,6 +345,8 @@ class VCPU:
 
     def _account(self, n: int) -> None:
         self._last_executed = max(0, n)
+        if n > 0:
+            self._skip_bp_at = None              # the resumed instruction has run
         self.instructions += self._last_executed
 
     def _hvc_imm(self, pc_after: int, thumb: bool) -> int:
