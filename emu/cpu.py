@@ -50,6 +50,10 @@ SCR_HCE = 1 << 8
 
 _REGS = [A.UC_ARM_REG_R0 + i for i in range(13)] + [A.UC_ARM_REG_SP, A.UC_ARM_REG_LR,
                                                      A.UC_ARM_REG_PC]
+_FETCH_PERMS = UC_PROT_EXEC | UC_PROT_READ
+_DATA_PERMS = {p: (UC_PROT_READ if p & Prot.R else 0) | (UC_PROT_WRITE if p & Prot.W else 0)
+               for p in (Prot(v) for v in range(8))}
+_UC_TLB_MAX = 1 << 20            # QEMU's dynamic TLB: 256 entries, doubling up to 2^20
 _WFE_ARM = 0x0320F002          # condition field ignored
 _WFE_THUMB = (0xBF20, 0xF3AF8002)
 
@@ -84,7 +88,11 @@ class VCPU:
         self._fault: Fault | None = None
         self._intno: int | None = None
         self._loaded_vmid: int | None = None
-        self.stats = {"fills": 0, "denied": 0, "svc": 0, "und": 0, "unicorn_flushes": 0}
+        self.stats = {"fills": 0, "denied": 0, "svc": 0, "und": 0, "unicorn_flushes": 0,
+                      "tlb_growth_flushes": 0}
+        self._fills_since_flush = 0
+        self._uc_tlb_size = 256
+        self.wall_timeout: float | None = None    # seconds per run, only without icount
         self.exception_observers: list[Callable[[GuestException, int, int], None]] = []
         self._breakpoints: dict[int, int] = {}
         self._skip_bp_at: int | None = None
@@ -104,12 +112,9 @@ class VCPU:
             self.stats["denied"] += 1
             return False
         entry.paddr = result.pa_page
-        if access == Access.FETCH:
-            entry.perms = UC_PROT_EXEC | UC_PROT_READ
-        else:
-            # Never grant X on data fills: stores to X pages take Unicorn's slow path.
-            entry.perms = (UC_PROT_READ if result.prot & Prot.R else 0) | \
-                          (UC_PROT_WRITE if result.prot & Prot.W else 0)
+        # Never grant X on data fills: stores to X pages take Unicorn's slow path.
+        entry.perms = _FETCH_PERMS if access == Access.FETCH else _DATA_PERMS[result.prot]
+        self._fills_since_flush += 1
         return True
 
     def _intr(self, uc, intno, _ud) -> None:
@@ -122,6 +127,18 @@ class VCPU:
     def flush_unicorn_tlb(self) -> None:
         self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
         self.stats["unicorn_flushes"] += 1
+        if self._fills_since_flush > 0.7 * self._uc_tlb_size:
+            self._uc_tlb_size = min(_UC_TLB_MAX, self._uc_tlb_size * 2)
+        self._fills_since_flush = 0
+
+    def _maybe_grow_unicorn_tlb(self) -> None:
+        """Unicorn's TLB starts at 256 entries and only grows when flushed while mostly used
+        (QEMU's tlb_mmu_resize_locked). Our flushes are rare, so a guest sweeping more pages
+        would miss on every page forever: flush at an exit when the fills since the last flush
+        exceed 70% of its size. Purely a cache refill: no effect on what the guest sees."""
+        if self._fills_since_flush > 0.7 * self._uc_tlb_size and self._uc_tlb_size < _UC_TLB_MAX:
+            self.stats["tlb_growth_flushes"] += 1
+            self.flush_unicorn_tlb()
 
     def load_stage2(self, hcr: int, vtcr: int, vttbr: int) -> None:
         """Enter a VM: program HCR/VTCR/VTTBR. Unicorn's TLB is not VMID-tagged, so switching
@@ -210,6 +227,7 @@ class VCPU:
         while True:
             exit_ = self._burst(budget)
             if exit_ is not None:
+                self._maybe_grow_unicorn_tlb()
                 return exit_
             budget = max(1, budget - self._last_executed)
 
@@ -220,7 +238,11 @@ class VCPU:
         err = None
         self._running = True
         try:
-            self.uc.emu_start(begin, EXIT_SENTINEL, count=budget if self.icount else 0)
+            if self.icount:
+                self.uc.emu_start(begin, EXIT_SENTINEL, count=budget)
+            else:   # no budget without counting: only a wall-clock guard stops a runaway guest
+                timeout_us = int(self.wall_timeout * 1e6) if self.wall_timeout else 0
+                self.uc.emu_start(begin, EXIT_SENTINEL, timeout=timeout_us)
         except UcError as e:
             err = e
         finally:
@@ -278,11 +300,20 @@ class VCPU:
             reason, self.debug_stop = self.debug_stop, None
             return DebugStop(pc=pc, reason=reason)
         self._account(counted)
+        if not self.icount and self.wall_timeout and not self._is_after_wfi(pc, thumb):
+            return BudgetExhausted(pc=pc)       # Unicorn's wall-clock timeout expired
         return WaitForInterrupt(pc=pc)
 
     _last_executed = 0
     _running = False
     debug_stop: str | None = None     # set by a debug hook that called emu_stop()
+
+    def _is_after_wfi(self, pc: int, thumb: bool) -> bool:
+        if thumb:
+            code = self.read_code(pc - 2, 2)
+            return code == b"\x30\xbf"
+        code = self.read_code(pc - 4, 4)
+        return len(code) == 4 and struct.unpack("<I", code)[0] & 0x0FFFFFFF == 0x0320F003
 
     def insn_index(self) -> int:
         """Instructions completed so far, exact even from inside a hook during a run."""

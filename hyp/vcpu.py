@@ -45,6 +45,8 @@ class Vcpu:
         cpu, vm = self.cpu, self.vm
         start = cpu.instructions
         deadline = time.monotonic() + timeout if timeout else None
+        if timeout and not getattr(cpu, "icount", True):
+            cpu.wall_timeout = min(timeout, 1.0)     # slices for the deadline check
         while True:
             ring = vm.dirty_ring
             if ring is not None and ring.soft_full:
