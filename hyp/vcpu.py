@@ -28,7 +28,8 @@ class Vcpu:
     """Runs one machine CPU (`cpu`, e.g. emu.cpu.VCPU) for `vm`."""
     vm: object
     cpu: object
-    observers: list[Callable[[str, object, str], None]] = field(default_factory=list)
+    # fn(kind, exit, outcome): ("exit", ex, None) before handling, ("handled", ex, outcome) after
+    observers: list[Callable[[str, object, str | None], None]] = field(default_factory=list)
 
     def _enter(self) -> None:
         vm = self.vm
@@ -67,12 +68,14 @@ class Vcpu:
             ex = cpu.run(budget)
             vm.clock.instructions += cpu.instructions - before
             vm.stats["exits"] += 1
+            for fn in self.observers:
+                fn("exit", ex, None)              # before the hypervisor acts
             try:
                 outcome = self._handle(ex)
             except (abort.HypervisorError, DirtyLogError) as e:
                 return RunResult("error", cpu.instructions - start, str(e), ex)
             for fn in self.observers:
-                fn("exit", ex, outcome)
+                fn("handled", ex, outcome)         # after: map/dirty/mmio/inject/af/hvc/...
             if outcome in ("off", "reset", "wfi", "debug"):
                 return RunResult(outcome, cpu.instructions - start, exit=ex)
             if deadline is not None and time.monotonic() > deadline:

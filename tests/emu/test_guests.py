@@ -28,8 +28,8 @@ def run_guest(name, **kw):
     m = Machine(**kw)
     img = m.load(os.path.join(GUESTS, f"{name}.elf"))
     aborts = []
-    m.vcpu.observers.append(lambda kind, ex, outcome: isinstance(ex, Stage2Abort)
-                            and aborts.append((outcome, ex)))
+    m.vcpu.observers.append(lambda kind, ex, outcome: kind == "handled"
+                            and isinstance(ex, Stage2Abort) and aborts.append((outcome, ex)))
     result = m.run(max_insns=50_000_000)
     return m, img, result, aborts
 
