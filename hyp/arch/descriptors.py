@@ -7,24 +7,7 @@ access permissions are an abstract `Prot` converted to S2AP/XN bits in exactly o
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-
-
-@dataclass(frozen=True)
-class Field:
-    """Bits [hi:lo] of a register or descriptor."""
-    hi: int
-    lo: int
-    mask: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mask", ((1 << (self.hi - self.lo + 1)) - 1) << self.lo)
-
-    def get(self, value: int) -> int:
-        return (value & self.mask) >> self.lo
-
-    def set(self, value: int, field: int) -> int:
-        return (value & ~self.mask) | ((field << self.lo) & self.mask)
+from .fields import Field
 
 
 # Descriptor type, bits [1:0] (B3.6.1).

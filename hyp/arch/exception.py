@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from typing import Protocol
 
-from .descriptors import Field
+from .fields import Field
 
 CPSR_M = Field(4, 0)
 CPSR_T = 1 << 5

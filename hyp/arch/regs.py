@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .descriptors import Field, LEVEL_SHIFT
+from .descriptors import LEVEL_SHIFT
+from .fields import Field
 
 HCR_VM = Field(0, 0)             # stage-2 translation enable
 

@@ -18,26 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hyp.arch.fault import Fault, FaultType
-
-
-@dataclass(frozen=True)
-class Field:
-    """Bits [hi:lo] of a register, as the ARM ARM writes them."""
-    hi: int
-    lo: int
-
-    @property
-    def width(self) -> int:
-        return self.hi - self.lo + 1
-
-    def get(self, reg: int) -> int:
-        return (reg >> self.lo) & ((1 << self.width) - 1)
-
-    def put(self, value: int) -> int:
-        """The field holding `value`, in place; ValueError if it does not fit."""
-        if not 0 <= value < 1 << self.width:
-            raise ValueError(f"{value:#x} does not fit in bits [{self.hi}:{self.lo}]")
-        return int(value) << self.lo
+from hyp.arch.fields import Field
 
 
 # HSR (B4.1.61) and the data/prefetch abort ISS (B3.13.6).
