@@ -7,6 +7,7 @@ import time
 
 from hyp import dirty
 from hyp.abort import HypervisorError
+from hyp.arch.walk import explain
 from hyp.vcpu import RunResult
 from hyp.host import OutOfHostMemory
 
@@ -34,6 +35,27 @@ def _positive(text: str) -> int:
     return v
 
 
+def _addr(text: str) -> int:
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an address (use 0x...)") from None
+    if not 0 <= v < 1 << 40:
+        raise argparse.ArgumentTypeError(f"{text} is outside the 40-bit IPA space")
+    return v
+
+
+def print_stage2(m: Machine, a: argparse.Namespace) -> None:
+    """--dump-s2 / --walk: the debug path (no TLB fill, nothing marked)."""
+    if a.dump_s2:
+        print(f"[s2emu] stage-2 mappings of VMID {m.vm.vmid} "
+              f"(VTTBR {m.vm.stage2.vttbr:#018x}, VTCR {m.vm.stage2.vtcr:#010x}):", file=sys.stderr)
+        for r in m.vm.stage2.dump():
+            print("  " + r.describe(), file=sys.stderr)
+    for ipa in a.walk:
+        print("\n".join(explain(m.host.mem, m.vm.stage2.cfg, ipa)), file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s2emu", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -56,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--harvest-ms", type=float, default=100.0,
                    help="virtual milliseconds between dirty-log harvests (default 100)")
     r.add_argument("--ring-size", type=_positive, default=4096, help="dirty ring entries")
+    r.add_argument("--dump-s2", action="store_true",
+                   help="when the run ends, print the VM's stage-2 mappings as merged ranges")
+    r.add_argument("--walk", type=_addr, action="append", default=[], metavar="IPA",
+                   help="when the run ends, print the per-level stage-2 walk of IPA (repeatable)")
     r.add_argument("-q", "--quiet", action="store_true", help="no summary line")
     return p
 
@@ -85,6 +111,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     out.flush()
     if m.uart.output and not m.uart.output.endswith(b"\n"):
         print()
+    print_stage2(m, a)
     if not a.quiet:
         print(m.summary(result), file=sys.stderr)
     if result.reason in ("off", "reset"):

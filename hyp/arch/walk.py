@@ -63,9 +63,14 @@ def table_index(ipa: int, level: int, cfg: S2Config) -> int:
 
 
 def translate(mem, cfg: S2Config, ipa: int, access: Access, *,
-              record: bool = False, check_perm: bool = True) -> Translation | Fault:
-    """Walk the stage-2 tables in host memory `mem` for one IPA access (B3.6.6)."""
-    steps: list[WalkStep] = []
+              record: bool = False, check_perm: bool = True,
+              steps: list[WalkStep] | None = None) -> Translation | Fault:
+    """Walk the stage-2 tables in host memory `mem` for one IPA access (B3.6.6). With
+    `record` (or a `steps` list to append to) each descriptor read is kept."""
+    if steps is None:
+        steps = []
+    else:
+        record = True
 
     def fault(kind: FaultType, level: int) -> Fault:
         return Fault(type=kind, level=level, access=access, ipa=ipa)
@@ -107,3 +112,19 @@ def translate(mem, cfg: S2Config, ipa: int, access: Access, *,
 def lookup(mem, cfg: S2Config, ipa: int) -> Translation | Fault:
     """Side-effect-free debug walk: the leaf for `ipa` whatever its permissions, with steps."""
     return translate(mem, cfg, ipa, Access.READ, record=True, check_perm=False)
+
+
+def explain(mem, cfg: S2Config, ipa: int) -> list[str]:
+    """A per-level account of the walk for `ipa` (debug path: reads descriptors only)."""
+    steps: list[WalkStep] = []
+    r = translate(mem, cfg, ipa, Access.READ, check_perm=False, steps=steps)
+    lines = [f"IPA {ipa:#011x}: VTTBR.BADDR {cfg.root_pa:#x} VMID {cfg.vmid}, "
+             f"{cfg.input_bits}-bit IPA, start level {cfg.start_level}"]
+    for st in steps:
+        lines.append(f"  L{st.level} [{table_index(ipa, st.level, cfg):4d}] "
+                     f"@ {st.desc_pa:#012x} = {d.describe(st.desc, st.level)}")
+    if isinstance(r, Fault):
+        lines.append(f"  -> {r.describe()}")
+    else:
+        lines.append(f"  -> PA {r.pa:#012x} ({d.LEVEL_SIZE[r.level] >> 10} KiB leaf)")
+    return lines
