@@ -155,8 +155,9 @@ def run_logging(m: Machine, a: argparse.Namespace):
         if result.reason in ("time", "dirty-ring-full") or result.reason in ("off", "reset"):
             n += 1
             pages = _harvest(vm, slot, a.dirty_mode)
+            why = " (ring full)" if result.reason == "dirty-ring-full" else ""
             print(f"[s2emu] harvest {n} @ {vm.clock.now_ns() / 1e6:.3f} ms: {pages} dirty pages "
-                  f"({pages * 4 / 1024:.2f} MiB)", file=sys.stderr)
+                  f"({pages * 4 / 1024:.2f} MiB){why}", file=sys.stderr)
         if result.reason not in ("time", "dirty-ring-full"):
             break
     return result
