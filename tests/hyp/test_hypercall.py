@@ -1,0 +1,72 @@
+"""PSCI and the vendor hypercalls, on a fake vCPU register file."""
+import numpy as np
+import pytest
+
+from hyp import dirty, hypercall as hc
+from hyp.host import Host
+from hyp.vm import VM
+
+RAM = 0x4000_0000
+
+
+class Regs:
+    def __init__(self, *values):
+        self.r = list(values) + [0] * (16 - len(values))
+
+    def reg(self, n):
+        return self.r[n]
+
+    def set_reg(self, n, v):
+        self.r[n] = v & 0xFFFFFFFF
+
+
+def vm_with_ram():
+    host = Host(Host.size_for([4 << 20]))
+    vm = VM(host)
+    slot = vm.add_memslot(RAM, 4 << 20)
+    return vm, slot
+
+
+@pytest.mark.parametrize("fid,args,r0,stop", [
+    pytest.param(hc.PSCI_VERSION, (), 0x2, None, id="version-0.2"),
+    pytest.param(hc.PSCI_SYSTEM_OFF, (), None, "off", id="system-off"),
+    pytest.param(hc.PSCI_SYSTEM_RESET, (), None, "reset", id="system-reset"),
+    pytest.param(hc.PSCI_FEATURES, (hc.PSCI_SYSTEM_OFF,), 0, None, id="features-known"),
+    pytest.param(hc.PSCI_FEATURES, (0x84000055,), 0xFFFFFFFF, None, id="features-unknown"),
+    pytest.param(0xC4000003, (), 0xFFFFFFFF, None, id="unknown-not-supported"),
+])
+def test_psci(fid, args, r0, stop):
+    vm, _ = vm_with_ram()
+    regs = Regs(fid, *args)
+    res = hc.handle(vm, regs)
+    assert res.stop == stop
+    if r0 is not None:
+        assert regs.reg(0) == r0
+
+
+def test_time_and_sleep_are_virtual():
+    vm, _ = vm_with_ram()
+    vm.clock.instructions = 5_000_000_123
+    regs = Regs(hc.S2EMU_SLEEP_US, 2_500)
+    hc.handle(vm, regs)
+    regs = Regs(hc.S2EMU_TIME_NS)
+    hc.handle(vm, regs)
+    now = 5_000_000_123 + 2_500_000
+    assert (regs.reg(0), regs.reg(1)) == (now & 0xFFFFFFFF, now >> 32)
+
+
+def test_get_args_writes_guest_memory_and_marks_it_dirty():
+    vm, slot = vm_with_ram()
+    vm.args = "1024 64 10"
+    dirty.enable_logging(vm, slot)
+    regs = Regs(hc.S2EMU_GET_ARGS, RAM + 0x1FF8, 64)     # crosses into the next page
+    hc.handle(vm, regs)
+    assert regs.reg(0) == 10
+    assert vm.read_guest(RAM + 0x1FF8, 11) == b"1024 64 10\0"
+    assert list(np.flatnonzero(slot.dirty)) == [1, 2]
+    short = Regs(hc.S2EMU_GET_ARGS, RAM, 5)
+    hc.handle(vm, short)
+    assert short.reg(0) == 4 and vm.read_guest(RAM, 5) == b"1024\0"
+    bad = Regs(hc.S2EMU_GET_ARGS, 0x1000, 16)             # not RAM: refused, nothing written
+    hc.handle(vm, bad)
+    assert bad.reg(0) == 0xFFFFFFFF
