@@ -46,6 +46,7 @@ CP15 = {
     "TTBCR": (15, 0, 0, 2, 0, 0, 2),
 }
 _SCR = (15, 0, 1, 1, 1, 0, 0)
+SCTLR_M = 1 << 0
 SCR_HCE = 1 << 8
 
 _REGS = [A.UC_ARM_REG_R0 + i for i in range(13)] + [A.UC_ARM_REG_SP, A.UC_ARM_REG_LR,
@@ -228,6 +229,9 @@ class VCPU:
             exit_ = self._burst(budget)
             if exit_ is not None:
                 self._maybe_grow_unicorn_tlb()
+                if self.cp15_read("SCTLR") & SCTLR_M:
+                    raise GuestCrash(f"the guest enabled its stage-1 MMU (SCTLR.M=1, PC "
+                                     f"{self.pc:#x}): guest stage 1 is not modelled yet")
                 return exit_
             budget = max(1, budget - self._last_executed)
 

@@ -127,3 +127,14 @@ def test_missing_flush_leaves_stale_translation_visible_to_guest(skip_flush, exp
     a.s2.map(DATA_IPA, new_pa, 3, Prot.RW)                  # remap: break-before-make
     a.enter()
     assert a.run_to_hvc() == expect
+
+
+def test_guest_enabling_stage1_mmu_is_reported_not_ignored():
+    from emu.cpu import GuestCrash
+    bm = BareMachine()
+    g = Guest(bm, 1, 0)
+    code = [0xEE110F10, 0xE3800001, 0xEE010F10, 0xF57FF06F, 0xE1400070]  # SCTLR.M = 1; hvc
+    bm.mem.write(g.code_pa, struct.pack("<5I", *code))
+    g.enter()
+    with pytest.raises(GuestCrash, match="SCTLR.M=1"):
+        bm.cpu.run(100)
