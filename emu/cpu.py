@@ -233,7 +233,9 @@ class VCPU:
                     raise GuestCrash(f"the guest enabled its stage-1 MMU (SCTLR.M=1, PC "
                                      f"{self.pc:#x}): guest stage 1 is not modelled yet")
                 return exit_
-            budget = max(1, budget - self._last_executed)
+            budget -= self._last_executed
+            if budget <= 0:          # e.g. an SVC was the budget's last instruction
+                return BudgetExhausted(pc=self.pc)
 
     def _burst(self, budget: int) -> Exit | None:
         self._fault = None

@@ -1,0 +1,49 @@
+"""Single-stepping: one guest instruction at a time, with everything the hypervisor does in
+between (stage-2 faults, dirty marking, block splits, TLB flushes, MMIO, injections)."""
+from __future__ import annotations
+
+from typing import TextIO
+
+import capstone
+
+from hyp.vcpu import RunResult
+
+from .machine import Machine
+
+_CS = {False: capstone.Cs(capstone.CS_ARCH_ARM, capstone.CS_MODE_ARM),
+       True: capstone.Cs(capstone.CS_ARCH_ARM, capstone.CS_MODE_THUMB)}
+REG_NAMES = [f"r{i}" for i in range(13)] + ["sp", "lr", "pc", "cpsr"]
+
+
+def disassemble(m: Machine, pc: int, thumb: bool) -> str:
+    """The instruction at `pc` through the side-effect-free debug path."""
+    code = m.cpu.read_code(pc, 4)
+    insn = next(_CS[thumb].disasm(code, pc, count=1), None)
+    if insn is None:
+        return f"{code.hex():8}  (undecodable)"
+    return f"{insn.bytes.hex():8}  {insn.mnemonic} {insn.op_str}".rstrip()
+
+
+def step(m: Machine, count: int, out: TextIO) -> RunResult:
+    """Execute `count` instructions one at a time; print each with the registers it changed.
+    Events of the hypervisor during a step are printed by whatever tracer is attached to `m`
+    (see emu.trace), between the instruction line and its result line."""
+    result = RunResult("budget", 0)
+    for n in range(1, count + 1):
+        cpu = m.cpu
+        pc, thumb = cpu.pc, cpu.thumb
+        before = cpu.regs()
+        out.write(f"[{cpu.insn_index():10d}] step {n}: {pc:#010x}{' T' if thumb else '  '} "
+                  f"{disassemble(m, pc, thumb)}\n")
+        out.flush()
+        result = m.vcpu.run(max_insns=1)
+        after = cpu.regs()
+        changed = [f"{REG_NAMES[i]}={after[i]:#x}" for i in range(17)
+                   if after[i] != before[i] and i != 15]
+        nxt = f"pc={after[15]:#x}"
+        out.write(f"{'':13}-> {' '.join(changed + [nxt])}\n")
+        if result.reason != "budget":
+            out.write(f"{'':13}   run ended: {result.reason}"
+                      f"{': ' + result.error if result.error else ''}\n")
+            break
+    return result
