@@ -342,14 +342,20 @@ class VCPU:
                 self.debug_stop = "breakpoint"
                 uc.emu_stop()
         self._breakpoints[addr] = self.uc.hook_add(UC_HOOK_CODE, hit, begin=addr, end=addr)
-        self.uc.ctl_remove_cache(addr, addr + 4)
+        self.flush_translations()
 
     def remove_breakpoint(self, addr: int) -> None:
         addr &= ~1
         h = self._breakpoints.pop(addr, None)
         if h is not None:
             self.uc.hook_del(h)
-            self.uc.ctl_remove_cache(addr, addr + 4)
+            self.flush_translations()
+
+    def flush_translations(self) -> None:
+        """Drop Unicorn's translated code (after adding/removing hooks or patching code).
+        Not ctl_remove_cache: that looks the address up through the TLB, i.e. it would make a
+        TLB fill - a guest-visible side effect of debugging."""
+        self.uc.ctl_flush_tb()
 
     @property
     def breakpoints(self) -> list[int]:

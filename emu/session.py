@@ -1,0 +1,142 @@
+"""What one `s2emu` invocation sets up around a Machine: console, dirty logging with periodic
+harvests, tracing, the Perfetto export, and the report printed when the run ends."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from hyp import dirty
+from hyp.arch.walk import explain
+from hyp.vcpu import RunResult
+
+from .machine import Machine
+from .perfetto import PerfettoExporter
+from .trace import Tracer
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT = 0, 1, 2, 3
+LEVELS = {"1g": 1, "2m": 2, "4k": 3}
+
+
+class Session:
+    """A Machine plus the observers the options asked for."""
+
+    def __init__(self, a: argparse.Namespace) -> None:
+        self.a = a
+        out = sys.stdout.buffer
+
+        def console(b: bytes) -> None:
+            out.write(b)
+            if b == b"\n":
+                out.flush()
+
+        self.m = Machine(a.mem, split=a.split, icount=not a.no_icount,
+                         max_level=LEVELS[a.hugepages], console=console)
+        self.image = self.m.load(a.elf, a.args)
+        self._trace_file = open(a.trace_file, "w") if a.trace and a.trace_file else None
+        self.tracer = (Tracer(a.trace, out=self._trace_file, fmt=a.trace_format,
+                              addr_range=a.trace_range, ring=a.trace_ring) if a.trace else None)
+        if self.tracer and not getattr(a, "trace_later", False):
+            self.tracer.attach(self.m)
+        self.exporter = PerfettoExporter(self.m) if a.perfetto else None
+        self.harvests = 0
+        if a.log_dirty:
+            vm = self.m.vm
+            if a.dirty_mode == "ring":
+                dirty.enable_dirty_ring(vm, a.ring_size)
+            dirty.enable_logging(vm, self.m.ram, manual_protect=a.dirty_mode == "manual")
+            print(f"[s2emu] dirty logging on {self.m.ram.name} ({self.m.ram.npages} pages, "
+                  f"{a.dirty_mode}, split {vm.split}), harvest every {a.harvest_ms:g} ms of "
+                  f"virtual time", file=sys.stderr)
+
+    @property
+    def trace_stream(self):
+        """Where the trace goes (and step lines, so the two interleave in order)."""
+        return self._trace_file or sys.stderr
+
+    def run(self, max_insns: int | None = None, timeout: float | None = None) -> RunResult:
+        """Run; with dirty logging, harvest every --harvest-ms of virtual time."""
+        m, a = self.m, self.a
+        if not a.log_dirty:
+            return m.run(max_insns=max_insns, timeout=timeout)
+        vm = m.vm
+        period = int(a.harvest_ms * 1e6)
+        deadline = time.monotonic() + timeout if timeout else None
+        start = m.cpu.instructions
+        while True:
+            left = None if max_insns is None else max_insns - (m.cpu.instructions - start)
+            if left is not None and left <= 0:
+                return RunResult("budget", m.cpu.instructions - start)
+            wall = None if deadline is None else max(0.0, deadline - time.monotonic())
+            result = m.vcpu.run(max_insns=left, timeout=wall,
+                                until_ns=(vm.clock.now_ns() // period + 1) * period)
+            if result.reason in ("time", "dirty-ring-full", "off", "reset"):
+                self.harvest(ring_full=result.reason == "dirty-ring-full")
+            if result.reason not in ("time", "dirty-ring-full"):
+                return result
+
+    def harvest(self, ring_full: bool = False) -> int:
+        """Collect the RAM slot's dirty pages (and re-protect them) and report the count."""
+        vm, slot, mode = self.m.vm, self.m.ram, self.a.dirty_mode
+        if mode == "ring":
+            pages = len({g for s, g in vm.dirty_ring.harvest() if s == slot.slot})
+            dirty.reset_dirty_ring(vm)
+        else:
+            bitmap = dirty.get_dirty_log(vm, slot)
+            if mode == "manual":
+                dirty.clear_dirty_log(vm, slot, 0, slot.npages, bitmap)
+            pages = int(bitmap.sum())
+        self.harvests += 1
+        if self.exporter:
+            self.exporter.harvest(pages)
+        why = " (ring full)" if ring_full else ""
+        print(f"[s2emu] harvest {self.harvests} @ {vm.clock.now_ns() / 1e6:.3f} ms: {pages} "
+              f"dirty pages ({pages * 4 / 1024:.2f} MiB){why}", file=sys.stderr)
+        return pages
+
+    def close(self, error: str | None = None) -> None:
+        """Flush the trace ring, write the Perfetto file, close the trace file."""
+        if self.tracer:
+            self.tracer.close(error=error)
+        if self.exporter:
+            self.exporter.write(self.a.perfetto)
+        if self._trace_file:
+            self._trace_file.close()
+
+    def report(self, result: RunResult) -> int:
+        """Print the end-of-run report; return the exit status."""
+        m, a = self.m, self.a
+        sys.stdout.flush()
+        if m.uart.output and not m.uart.output.endswith(b"\n"):
+            print()
+        if a.dump_s2:
+            print(f"[s2emu] stage-2 mappings of VMID {m.vm.vmid} (VTTBR {m.vm.stage2.vttbr:#018x},"
+                  f" VTCR {m.vm.stage2.vtcr:#010x}):", file=sys.stderr)
+            for r in m.vm.stage2.dump():
+                print("  " + r.describe(), file=sys.stderr)
+        for ipa in a.walk:
+            print("\n".join(explain(m.host.mem, m.vm.stage2.cfg, ipa)), file=sys.stderr)
+        if not a.quiet:
+            print(m.summary(result), file=sys.stderr)
+        return exit_status(m, result, a)
+
+
+def exit_status(m: Machine, result: RunResult, a: argparse.Namespace) -> int:
+    if result.reason in ("off", "reset"):
+        return EXIT_OK
+    if result.reason == "budget":
+        if getattr(a, "max_insns", None) is None:
+            return EXIT_OK                      # a bounded step session ended normally
+        print(f"s2emu: error: guest did not stop within {a.max_insns} instructions "
+              f"(PC {m.cpu.pc:#x})", file=sys.stderr)
+        return EXIT_LIMIT
+    if result.reason == "timeout":
+        print(f"s2emu: error: guest did not stop within {a.timeout} s (PC {m.cpu.pc:#x})",
+              file=sys.stderr)
+        return EXIT_LIMIT
+    if result.reason == "wfi":
+        print(f"s2emu: error: guest waits for an interrupt (WFI at PC {m.cpu.pc:#x}) and this "
+              f"board has no interrupt source", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"s2emu: error: {result.error or result.reason}", file=sys.stderr)
+    return EXIT_ERROR

@@ -1,0 +1,61 @@
+"""CLI debugging: step (into a dirty-log fault), --trace to a file, ring mode, --perfetto."""
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def s2emu(*args):
+    return subprocess.run([sys.executable, "-m", "emu", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180)
+
+
+def test_step_into_a_dirty_log_fault():
+    # 0x40000bb8 is dirtyram's `str r6, [r5]` (the store that dirties a page each round)
+    p = s2emu("step", "guests/dirtyram.elf", "--args", "64 4 1 2", "--log-dirty",
+              "--from", "0x40000bb8", "--count", "2", "-q")
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.splitlines()
+    i = next(k for k, l in enumerate(lines) if "step 1: 0x40000bb8" in l and "str r6, [r5]" in l)
+    after = "\n".join(lines[i:])
+    # the fault with its syndrome, the hypervisor's handling, then the store re-executed
+    assert "exit  data-abort pc=0x40000bb8 str W va=0x40200000" in after
+    assert "HSR=0x93860046 HPFAR=0x00402000 -> dirty" in after
+    assert "dirty gfn=0x200 ipa=0x40200000 slot=ram source=guest" in after
+    assert "step 2: 0x40000bbc" in after
+    assert after.index("-> dirty") < after.index("dirty gfn") < after.index("step 2")
+
+
+def test_step_without_from_and_bad_symbol():
+    p = s2emu("step", "guests/hello.elf", "--count", "3", "-q")
+    assert p.returncode == 0 and p.stderr.count("] step ") == 3
+    p = s2emu("step", "guests/hello.elf", "--from", "no_such_symbol")
+    assert p.returncode == 1 and "no symbol 'no_such_symbol'" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_trace_jsonl_to_file_and_perfetto(tmp_path):
+    trace, perf = tmp_path / "t.jsonl", tmp_path / "p.json"
+    p = s2emu("run", "guests/dirtyram.elf", "--args", "64 8 5 4", "--log-dirty", "--harvest-ms",
+              "5", "--trace", "exit,dirty,tlb,hyp", "--trace-format", "jsonl", "--trace-file",
+              str(trace), "--perfetto", str(perf), "-q")
+    assert p.returncode == 0, p.stderr
+    events = [json.loads(l) for l in trace.read_text().splitlines()]
+    kinds = {e["kind"] for e in events}
+    assert {"exit", "dirty", "tlb", "hyp"} <= kinds
+    assert all(isinstance(e["insn"], int) for e in events)
+    doc = json.loads(perf.read_text())
+    names = {e.get("name") for e in doc["traceEvents"]}
+    assert any(n and n.startswith("harvest") for n in names)
+
+
+def test_trace_ring_dumps_last_events_and_usage_errors():
+    p = s2emu("run", "guests/hello.elf", "--trace", "exit,mmio", "--trace-ring", "5", "-q")
+    assert p.returncode == 0
+    body = [l for l in p.stderr.splitlines() if l.startswith("[")]
+    assert len(body) == 5 and body[-1].endswith("-> off")
+    p = s2emu("run", "guests/hello.elf", "--trace", "bogus")
+    assert p.returncode == 2 and "unknown trace kind 'bogus'" in p.stderr
+    p = s2emu("run", "guests/hello.elf", "--trace-ring", "5")
+    assert p.returncode == 2 and "need --trace" in p.stderr
