@@ -237,7 +237,10 @@ class VCPU:
             if budget <= 0:          # e.g. an SVC was the budget's last instruction
                 return BudgetExhausted(pc=self.pc)
 
+    _exits = 0
+
     def _burst(self, budget: int) -> Exit | None:
+        self._exits += 1
         self._fault = None
         self._intno = None
         begin = self.pc | (1 if self.thumb else 0)
@@ -401,12 +404,25 @@ class VCPU:
         return ((word >> 4) & 0xFFF0) | (word & 0xF)
 
     def _abort_exit(self, fault: Fault, pc: int, thumb: bool) -> Stage2Abort:
+        serial = self._exits
+        # The bytes now (the handler may unmap the code page); the decode itself waits.
+        code = b"" if fault.access == Access.FETCH else self.read_code(pc, 4)
+
+        def resolve() -> tuple[Fault, Syndrome, object]:
+            if self._exits != serial:
+                raise RuntimeError("a stage-2 abort's syndrome was decoded after the vCPU "
+                                   "ran again: decode it while handling the exit")
+            return self._decode_abort(fault, pc, thumb, code)
+        return Stage2Abort(fault, pc, thumb, resolve)
+
+    def _decode_abort(self, fault: Fault, pc: int, thumb: bool,
+                      code: bytes) -> tuple[Fault, Syndrome, object]:
+        """The exact faulting VA and the ISS, from the instruction at PC (capstone)."""
         page = fault.va & ~0xFFF
         info = None
         if fault.access == Access.FETCH:
             va = pc if (pc & ~0xFFF) == page else page
         else:
-            code = self.read_code(pc, 4)
             try:
                 info = decode_access(code, pc, thumb, self.reg, page, cpsr=self.get_cpsr())
             except DecodeError as e:
@@ -415,6 +431,5 @@ class VCPU:
             va = fault_address(info, page)
         fault = Fault(type=fault.type, level=fault.level, access=fault.access,
                       ipa=(fault.ipa & ~0xFFF) | (va & 0xFFF), stage=fault.stage,
-                      s1ptw=fault.s1ptw, va=va)
-        return Stage2Abort(fault=fault, syndrome=Syndrome.for_fault(fault, info), info=info,
-                           pc=pc, thumb=thumb)
+                      s1ptw=fault.s1ptw, va=va, desc_pa=fault.desc_pa)
+        return fault, Syndrome.for_fault(fault, info), info

@@ -1,6 +1,7 @@
 """Stage-2 abort handling: KVM's kvm_handle_guest_abort / user_mem_abort (arch/arm/kvm/mmu.c)."""
 from __future__ import annotations
 
+from .arch.descriptors import Prot
 from .arch.exception import GuestException
 from .arch.fault import FaultType
 from .dirty import mark_dirty
@@ -28,20 +29,22 @@ def inject_abort(vcpu, prefetch: bool, va: int) -> None:
 
 
 def handle(vm, vcpu, ex: Stage2Abort) -> str:
-    """Resolve one stage-2 abort; returns what was done: map, dirty, mmio, inject, af."""
-    f = ex.fault
+    """Resolve one stage-2 abort; returns what was done: map, dirty, mmio, inject, af.
+    Decisions use the page-level fault from the walk; only MMIO emulation, injection and
+    error messages need the decoded instruction (ex.fault / ex.syndrome)."""
+    f = ex.page_fault
     kind = f.type.name.lower()
     vm.stats[f"s2 {kind}"] += 1
     if f.type in (FaultType.ADDRESS_SIZE, FaultType.EXTERNAL_WALK):
-        raise HypervisorError(f"{f.describe()}: stage-2 tables are broken")
+        raise HypervisorError(f"{ex.fault.describe()}: stage-2 tables are broken")
     slot = vm.memslot(f.ipa)
     if slot is None or (f.write and slot.readonly):
         if f.fetch:
             vm.stats["inject pabt"] += 1
-            inject_abort(vcpu, True, f.va)
+            inject_abort(vcpu, True, ex.fault.va)
             return "inject"
         try:
-            acc = emulate(vm.bus, ex.syndrome.hsr, f.ipa, vcpu)
+            acc = emulate(vm.bus, ex.syndrome.hsr, ex.fault.ipa, vcpu)
         except MmioError as e:
             raise HypervisorError(f"{e} (PC {ex.pc:#x})") from None
         vm.stats["mmio write" if acc.write else "mmio read"] += 1
@@ -52,14 +55,18 @@ def handle(vm, vcpu, ex: Stage2Abort) -> str:
         return "af"
     if f.type is FaultType.PERMISSION and f.fetch:
         vm.stats["inject pabt"] += 1
-        inject_abort(vcpu, True, f.va)          # execute-never memslot
+        inject_abort(vcpu, True, ex.fault.va)   # execute-never memslot
         return "inject"
     if f.type is FaultType.PERMISSION and not f.write:
-        raise HypervisorError(f"{f.describe()}: read permission fault on a readable memslot")
+        raise HypervisorError(f"{ex.fault.describe()}: read permission fault on a readable "
+                              f"memslot")
     gfn = slot.gfn(f.ipa)
     if slot.log_dirty and f.write:
         mark_dirty(vm, slot, gfn)
-        vm.map_fault(slot, f.ipa, writable=True)
+        if f.type is FaultType.PERMISSION and f.level == 3 and f.desc_pa is not None:
+            vm.stage2.relax(f.desc_pa, Prot.W)          # the write-protected 4 KiB page
+        else:
+            vm.map_fault(slot, f.ipa, writable=True)    # unmapped, or a block to dissolve
         vm.stats["dirty faults"] += 1
         return "dirty"
     vm.map_fault(slot, f.ipa, writable=not slot.log_dirty)

@@ -2,19 +2,49 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from .arch.fault import Fault
 from .arch.syndrome import AccessInfo, Syndrome
 
 
-@dataclass(frozen=True)
 class Stage2Abort:
-    """A stage-2 data or prefetch abort taken to Hyp mode (HSR EC 0x24 / 0x20)."""
-    fault: Fault
-    syndrome: Syndrome
-    info: AccessInfo | None      # decoded instruction (data aborts); None for prefetch aborts
-    pc: int
-    thumb: bool
+    """A stage-2 data or prefetch abort taken to Hyp mode (HSR EC 0x24 / 0x20).
+
+    `page_fault` is what the walk found (the faulting page, level, kind, leaf address) and is
+    all the fault path of dirty logging needs. `fault` (exact VA/IPA), `syndrome` (HSR, HPFAR,
+    HDFAR) and `info` (the decoded instruction) need the instruction decoded, which is done on
+    first use - it must happen before the vCPU runs again, and raises if it comes too late.
+    """
+    __slots__ = ("page_fault", "pc", "thumb", "_resolve", "_resolved")
+
+    def __init__(self, page_fault: Fault, pc: int, thumb: bool,
+                 resolve: Callable[[], tuple[Fault, Syndrome, AccessInfo | None]]) -> None:
+        self.page_fault, self.pc, self.thumb = page_fault, pc, thumb
+        self._resolve = resolve
+        self._resolved: tuple[Fault, Syndrome, AccessInfo | None] | None = None
+
+    def _get(self) -> tuple[Fault, Syndrome, AccessInfo | None]:
+        if self._resolved is None:
+            self._resolved = self._resolve()
+        return self._resolved
+
+    @property
+    def fault(self) -> Fault:
+        return self._get()[0]
+
+    @property
+    def syndrome(self) -> Syndrome:
+        return self._get()[1]
+
+    @property
+    def info(self) -> AccessInfo | None:
+        """The decoded instruction (data aborts); None for prefetch aborts."""
+        return self._get()[2]
+
+    def __repr__(self) -> str:
+        return (f"Stage2Abort(pc={self.pc:#x}, thumb={self.thumb}, "
+                f"{self.page_fault.describe()})")
 
 
 @dataclass(frozen=True)

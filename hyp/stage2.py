@@ -281,20 +281,24 @@ class Stage2:
 
     def wrprotect_pages(self, base: int, pages: np.ndarray) -> int:
         """kvm_mmu_write_protect_pt_masked: make read-only every leaf that maps a page
-        base + 4096*i with pages[i] set (a block covering one is protected whole). Vectorised:
-        all level-3 tables of the range are edited in one numpy operation. One VMID flush if
-        any descriptor lost write permission. Returns the number of leaves protected."""
-        if not pages.any():
+        base + 4096*i with pages[i] set (a block covering one is protected whole). One VMID
+        flush if any descriptor lost write permission. Returns the number of leaves protected.
+
+        Level-3 tables are not visited one by one: the walk stops at level 2 and collects them,
+        then only the set pages are gathered (sparse) or the tables are edited in chunks small
+        enough not to allocate large temporaries (dense)."""
+        set_pages = np.flatnonzero(pages)
+        if set_pages.size == 0:
             return 0
         end = base + (pages.size << 12)
-        tables: list[np.ndarray] = []
-        firsts: list[np.ndarray] = []
+        lead = (base >> 12) & 511                    # pages[] realigned to 2 MiB chunks
+        padded = np.zeros(lead + pages.size + 511 & ~511, dtype=bool)
+        padded[lead:lead + pages.size] = pages
+        chunk_any = padded.reshape(-1, 512).any(axis=1)
+        origin = base - (lead << 12)                 # IPA of chunk 0
+        rows: list[np.ndarray] = []                  # level-3 table PAs ...
+        chunks: list[np.ndarray] = []                # ... and the 2 MiB chunk each one maps
         protected = 0
-
-        def any_page(ipa: int, size: int) -> bool:
-            a = max(0, (ipa - base) >> 12)
-            b = min(pages.size, (ipa + size - base) >> 12)
-            return bool(pages[a:b].any()) if a < b else False
 
         def visit(level, table, view, lo, hi, base_ipa):
             nonlocal protected
@@ -302,38 +306,57 @@ class Stage2:
             shift = d.LEVEL_SHIFT[level]
             for i in np.flatnonzero(_is_leaf(seg, level) & ((seg & _S2AP_W) != 0)):
                 ipa = base_ipa + ((lo + int(i)) << shift)
-                if any_page(ipa, 1 << shift):            # a block: protected whole
+                a, b = max(0, (ipa - base) >> 12), min(pages.size, (ipa + (1 << shift) - base) >> 12)
+                if a < b and pages[a:b].any():           # a block: protected whole
                     self._store(table, level, lo + int(i), [int(seg[int(i)]) & ~int(_S2AP_W)])
                     protected += 1
             if level == 2:
-                # Collect the level-3 tables under this one; edit them all at once below.
                 sub = np.flatnonzero(_is_table(seg, 2))
-                ipas = base_ipa + ((lo + sub.astype(np.int64)) << shift)
-                keep = [k for k, ipa in enumerate(ipas) if any_page(int(ipa), 1 << shift)]
-                tables.append((seg[sub[keep]] & _ADDR).astype(np.int64))
-                firsts.append(ipas[keep])
-                return False
+                chunk = ((base_ipa - origin) >> 21) + lo + sub.astype(np.int64)
+                keep = (chunk >= 0) & (chunk < chunk_any.size)
+                keep[keep] = chunk_any[chunk[keep]]
+                rows.append((seg[sub[keep]] & _ADDR).astype(np.int64))
+                chunks.append(chunk[keep])
+                return False                             # level-3 tables: handled below
             return None
 
         with self.batch("wrprotect"):
             self._walk(base, end, visit)
-            rows = np.concatenate(tables) if tables else np.zeros(0, dtype=np.int64)
-            if rows.size:
-                # One gather/scatter over every level-3 table: rows = tables, columns = entries.
-                cols = np.arange(512, dtype=np.int64)
-                idx = ((rows - self.mem.base) >> 3)[:, None] + cols[None, :]
-                # pages[] padded so every level-3 table's 512 pages index it directly
-                lead = (base >> 12) & 511
-                padded = np.zeros(lead + pages.size + 512, dtype=bool)
-                padded[lead:lead + pages.size] = pages
-                chunk = ((np.concatenate(firsts) - (base - (lead << 12))) >> 21).astype(np.int64)
-                want = padded[:(padded.size // 512) * 512].reshape(-1, 512)[chunk]
-                old = self.mem.q[idx]
-                hit = want & _is_leaf(old, 3) & ((old & _S2AP_W) != 0)
-                if hit.any():
-                    self._store_at(idx[hit], old[hit] & ~_S2AP_W)
-                    protected += int(hit.sum())
+            if rows:
+                row = (np.concatenate(rows) - self.mem.base) >> 3     # 64-bit index of entry 0
+                chunk = np.concatenate(chunks)
+                if set_pages.size * 8 < chunk.size * 512:
+                    protected += self._wrprotect_sparse(row, chunk, set_pages + lead)
+                else:
+                    protected += self._wrprotect_dense(row, chunk, padded)
         return protected
+
+    def _wrprotect_sparse(self, row: np.ndarray, chunk: np.ndarray, page: np.ndarray) -> int:
+        """Few pages: gather exactly their descriptors (padded page numbers -> table entries)."""
+        order = np.argsort(chunk)
+        pos = np.searchsorted(chunk[order], page >> 9)
+        pos = np.minimum(pos, order.size - 1)
+        mapped = chunk[order][pos] == (page >> 9)        # pages whose chunk has a table
+        idx = row[order][pos[mapped]] + (page[mapped] & 511)
+        old = self.mem.q[idx]
+        hit = _is_leaf(old, 3) & ((old & _S2AP_W) != 0)
+        if hit.any():
+            self._store_at(idx[hit], old[hit] & ~_S2AP_W)
+        return int(hit.sum())
+
+    def _wrprotect_dense(self, row: np.ndarray, chunk: np.ndarray, padded: np.ndarray) -> int:
+        """Many pages: 16 tables (64 KiB of temporaries) at a time."""
+        cols = np.arange(512, dtype=np.int64)
+        want_all = padded.reshape(-1, 512)
+        done = 0
+        for k in range(0, row.size, 16):
+            idx = row[k:k + 16, None] + cols[None, :]
+            old = self.mem.q[idx]
+            hit = want_all[chunk[k:k + 16]] & _is_leaf(old, 3) & ((old & _S2AP_W) != 0)
+            if hit.any():
+                self._store_at(idx[hit], old[hit] & ~_S2AP_W)
+                done += int(hit.sum())
+        return done
 
     def unmap(self, start: int, end: int) -> None:
         """unmap_stage2_range: clear leaves (whole blocks) and free tables left empty."""
@@ -431,6 +454,19 @@ class Stage2:
 
         self._walk(ipa, ipa + 1, visit)
         return done
+
+    def relax(self, desc_pa: int, add: Prot) -> None:
+        """Add permissions to the leaf at host PA `desc_pa` (found by the faulting walk): an
+        upgrade, so no TLB maintenance (KVM: stage2_set_pte on the PTE its walk returned)."""
+        idx = (desc_pa - self.mem.base) >> 3
+        old = int(self.mem.q[idx])
+        if not old & 1:
+            raise ValueError(f"descriptor at {desc_pa:#x} is not valid")
+        bits = (int(_S2AP_W) if add & Prot.W else 0) | (int(_S2AP_R) if add & Prot.R else 0)
+        new = old | bits
+        if add & Prot.X:
+            new &= ~int(_XN)
+        self._store_at(np.array([idx], dtype=np.int64), np.array([new], dtype=U64))
 
     def has_table_at(self, ipa: int, level: int) -> bool:
         """Is the level-`level` entry for `ipa` a table (i.e. not a block or invalid)?"""

@@ -27,7 +27,9 @@ class Fault:
 
     ipa: the intermediate physical address whose translation faulted (for an S1PTW fault,
     the IPA of the stage-1 descriptor). va: the guest virtual address of the access
-    (filled in by the machine, which knows it; None for a bare IPA walk).
+    (filled in by the machine, which knows it; None for a bare IPA walk). desc_pa: where the
+    walk found the leaf that refused the access, so software can fix that very entry (as KVM
+    does with the PTE pointer its walk returns).
     """
     type: FaultType
     level: int
@@ -36,6 +38,7 @@ class Fault:
     stage: int = 2
     s1ptw: bool = False
     va: int | None = None
+    desc_pa: int | None = None     # host PA of the leaf descriptor (permission/AF faults)
 
     @property
     def fsc(self) -> int:

@@ -59,7 +59,7 @@ class MMU:
             fn(va, access, result)
         if isinstance(result, Fault):
             return Fault(type=result.type, level=result.level, access=access, ipa=result.ipa,
-                         va=va)
+                         va=va, desc_pa=result.desc_pa)
         entry = TLBEntry(vmid=vmid, va_page=va_page, ipa_page=ipa, pa_page=result.page_pa,
                          prot=result.prot, level=result.level)
         self.tlb.insert(entry)

@@ -72,8 +72,8 @@ def translate(mem, cfg: S2Config, ipa: int, access: Access, *,
     else:
         record = True
 
-    def fault(kind: FaultType, level: int) -> Fault:
-        return Fault(type=kind, level=level, access=access, ipa=ipa)
+    def fault(kind: FaultType, level: int, desc_pa: int | None = None) -> Fault:
+        return Fault(type=kind, level=level, access=access, ipa=ipa, desc_pa=desc_pa)
 
     if not cfg.valid or ipa >> min(cfg.input_bits, IPA_MAX_BITS):
         return fault(FaultType.TRANSLATION, 1)
@@ -100,10 +100,10 @@ def translate(mem, cfg: S2Config, ipa: int, access: Access, *,
             level += 1
             continue
         if not desc & _AF:
-            return fault(FaultType.ACCESS_FLAG, level)
+            return fault(FaultType.ACCESS_FLAG, level, desc_pa)
         prot = d.bits_to_prot(desc)
         if check_perm and not allowed(prot, access):
-            return fault(FaultType.PERMISSION, level)
+            return fault(FaultType.PERMISSION, level, desc_pa)
         size = 1 << shift
         pa = (desc & _ADDR & ~(size - 1)) | (ipa & (size - 1))
         return Translation(ipa=ipa, pa=pa, level=level, prot=prot, desc=desc, steps=steps)

@@ -28,8 +28,12 @@ def run_guest(name, **kw):
     m = Machine(**kw)
     img = m.load(os.path.join(GUESTS, f"{name}.elf"))
     aborts = []
-    m.vcpu.observers.append(lambda kind, ex, outcome: kind == "handled"
-                            and isinstance(ex, Stage2Abort) and aborts.append((outcome, ex)))
+    def seen(kind, ex, outcome):
+        if kind == "exit" and isinstance(ex, Stage2Abort):
+            ex.syndrome                     # decode while handling (before the vCPU resumes)
+        if kind == "handled" and isinstance(ex, Stage2Abort):
+            aborts.append((outcome, ex))
+    m.vcpu.observers.append(seen)
     result = m.run(max_insns=50_000_000)
     return m, img, result, aborts
 
