@@ -4,24 +4,12 @@ from __future__ import annotations
 
 from typing import TextIO
 
-import capstone
-
 from hyp.vcpu import RunResult
 
 from .machine import Machine
+from .trace_format import disassemble
 
-_CS = {False: capstone.Cs(capstone.CS_ARCH_ARM, capstone.CS_MODE_ARM),
-       True: capstone.Cs(capstone.CS_ARCH_ARM, capstone.CS_MODE_THUMB)}
 REG_NAMES = [f"r{i}" for i in range(13)] + ["sp", "lr", "pc", "cpsr"]
-
-
-def disassemble(m: Machine, pc: int, thumb: bool) -> str:
-    """The instruction at `pc` through the side-effect-free debug path."""
-    code = m.cpu.read_code(pc, 4)
-    insn = next(_CS[thumb].disasm(code, pc, count=1), None)
-    if insn is None:
-        return f"{code.hex():8}  (undecodable)"
-    return f"{insn.bytes.hex():8}  {insn.mnemonic} {insn.op_str}".rstrip()
 
 
 def step(m: Machine, count: int, out: TextIO) -> RunResult:
@@ -34,7 +22,7 @@ def step(m: Machine, count: int, out: TextIO) -> RunResult:
         pc, thumb = cpu.pc, cpu.thumb
         before = cpu.regs()
         out.write(f"[{cpu.insn_index():10d}] step {n}: {pc:#010x}{' T' if thumb else '  '} "
-                  f"{disassemble(m, pc, thumb)}\n")
+                  f"{disassemble(cpu.read_code(pc, 4), pc, thumb)}\n")
         out.flush()
         result = m.vcpu.run(max_insns=1)
         after = cpu.regs()
