@@ -32,11 +32,11 @@ if ROOT not in sys.path:
 
 import unicorn  # noqa: E402
 
-from bench import dirty_rows, guest_speed  # noqa: E402
+from bench import dirty_rows, guest_speed, trace_rows  # noqa: E402
 from bench.common import (DEFAULT, QUICK, BenchError, Context, Result,  # noqa: E402
                           json_line, pin_malloc, table)
 
-ROWS = guest_speed.ROWS + dirty_rows.ROWS    # every row function, in the order they run
+ROWS = guest_speed.ROWS + dirty_rows.ROWS + trace_rows.ROWS    # every row function, in the order they run
 
 
 def header(ctx: Context, quick: bool, rows: list[str] | None = None) -> str:
