@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", parents=[common], help="run a guest ELF to completion")
     r.add_argument("--max-insns", type=_positive, help="stop after this many guest instructions")
     r.add_argument("--timeout", type=float, help="stop after this many seconds of wall clock")
+    r.add_argument("--gdb", metavar="LISTEN",
+                   help="serve a GDB remote stub on LISTEN (tcp::PORT or tcp:HOST:PORT; "
+                        "loopback unless a host is given; port 0 picks a free one)")
+    r.add_argument("--gdb-wait", action="store_true",
+                   help="with --gdb: stop before the first instruction until gdb connects")
     s = sub.add_parser("step", parents=[common], help="single-step a guest, showing what the "
                        f"hypervisor does at each instruction (default --trace {STEP_TRACE})")
     s.add_argument("--from", dest="start", metavar="SYMBOL|ADDR",
@@ -117,6 +122,12 @@ def _check(a: argparse.Namespace) -> str | None:
         return "--harvest-ms must be positive"
     if not a.trace and (a.trace_file or a.trace_range or a.trace_ring):
         return "--trace-file/--trace-range/--trace-ring need --trace"
+    if getattr(a, "gdb_wait", False) and not getattr(a, "gdb", None):
+        return "--gdb-wait needs --gdb"
+    if getattr(a, "gdb", None) and a.no_icount:
+        return "--gdb needs instruction counting (drop --no-icount)"
+    if getattr(a, "gdb", None) and a.log_dirty and a.dirty_mode == "ring":
+        return "--gdb does not harvest a dirty ring: use --dirty-mode bitmap or manual"
     return None
 
 
@@ -125,6 +136,18 @@ def _resolve(session: Session, where: str) -> int:
         return int(where, 0)
     except ValueError:
         return session.image.symbol(where)
+
+
+def _serve_gdb(session: Session, a: argparse.Namespace):
+    from .gdbstub import GdbStub
+
+    def say(text: str) -> None:
+        print(f"[s2emu] gdb: {text}", file=sys.stderr, flush=True)
+
+    wait = " (waiting for gdb)" if a.gdb_wait else ""
+    stub = GdbStub(session.m, log=say,
+                   on_listen=lambda host, port: say(f"listening on {host}:{port}{wait}"))
+    return stub.serve(a.gdb, a.gdb_wait, max_insns=a.max_insns, timeout=a.timeout)
 
 
 def run(a: argparse.Namespace) -> int:
@@ -138,7 +161,9 @@ def run(a: argparse.Namespace) -> int:
     session = Session(a)
     result = None
     try:
-        if a.cmd == "run":
+        if a.cmd == "run" and a.gdb:
+            result = _serve_gdb(session, a)
+        elif a.cmd == "run":
             result = session.run(max_insns=a.max_insns, timeout=a.timeout)
         else:
             if a.start:

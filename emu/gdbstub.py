@@ -17,22 +17,30 @@ Nothing the debugger does changes what the guest computes:
 - Breakpoints are PC checks (`VCPU.add_breakpoint`: a code hook bounded to one address);
   guest memory is never patched. gdb's kinds 2/3 (Thumb) and 4 (ARM) are all accepted.
 - A single step is `Vcpu.run(max_insns=1)`: stage-2 aborts taken by that instruction are
-  handled inside the step, so the step is one guest instruction. A step that takes an
-  exception (SVC, UDF, an injected abort) stops on the vector. One step executes a whole
-  Thumb IT block (Unicorn's granularity).
-- Watchpoints (Z2 write, Z3 read, Z4 access) watch guest RAM: memory hooks bounded to the
-  host backing of the range. As on ARM hardware (gdb treats ARM watchpoints as
-  "non-steppable") the stop is *before* the access: PC on the accessing instruction, which
-  has not executed, memory still holding the old value; gdb then steps over it.
-- `monitor fault-stop on` stops before the hypervisor handles each stage-2 abort (PC on
-  the faulting instruction, the syndrome printed by gdb); continuing or stepping lets the
-  hypervisor handle that abort, then the guest goes on as it would have.
+  handled inside the step, so the step is one guest instruction. An access the hypervisor
+  emulates (MMIO) is one step too, and a step that takes an exception (SVC, UDF, an
+  injected abort) stops on the vector. One step executes a whole Thumb IT block (Unicorn's
+  granularity).
+- Watchpoints (Z2 write, Z3 read, Z4 access) watch guest RAM and flash backing (not MMIO:
+  E01): memory hooks bounded to the host backing of the range. As on ARM hardware (gdb
+  treats ARM watchpoints as "non-steppable") the stop is *before* the access: PC on the
+  accessing instruction, which has not executed, memory still holding the old value; gdb
+  then steps over it and prints old and new values.
+- `monitor fault-stop on [LO HI]` stops before the hypervisor handles each stage-2 abort
+  (whose IPA is in [LO, HI)): PC on the faulting instruction, the abort and its syndrome
+  printed by gdb (O packet), SIGTRAP. Continuing or stepping lets the hypervisor handle that
+  abort; the guest then goes on exactly as it would have. The instruction is re-executed
+  and faults again for that, so the exit and fill statistics count a reported abort twice.
 
 While the guest runs, the stub runs it in slices of `slice_insns` instructions and polls the
 connection between slices (gdb's Ctrl-C stops the guest at the next slice boundary). When
 the debugger detaches or the connection drops, breakpoints, watchpoints and fault-stop are
 removed and the guest runs on, while the stub keeps listening: a new debugger connection
-stops it again (as `wait=False` does before the first connection).
+stops it again (as `wait=False` does before the first connection). qAttached says the first
+debugger of a `wait=True` serve started the guest (quitting gdb kills it) and any other one
+attached to it (quitting gdb detaches). A guest power-off ends the session (W00); a run the
+hypervisor cannot continue stops with its reason printed: SIGSEGV for a hypervisor error,
+SIGILL for a machine crash (GuestCrash), SIGTRAP for a WFI with no interrupt source.
 """
 from __future__ import annotations
 
@@ -110,7 +118,8 @@ def parse_listen(listen: str) -> tuple[str, int]:
     try:
         number = int(port, 10)
     except ValueError:
-        raise ValueError(f"bad listen address {listen!r} (use tcp::PORT or tcp:HOST:PORT)") from None
+        raise ValueError(f"bad listen address {listen!r} "
+                         "(use tcp::PORT or tcp:HOST:PORT)") from None
     if not 0 <= number <= 65535:
         raise ValueError(f"bad port in {listen!r}")
     return host, number
@@ -288,9 +297,9 @@ class _FaultStop(Exception):
     """Raised from the Vcpu observer to leave `Vcpu.run` before the hypervisor handles an
     abort (fault-stop). Never escapes the stub."""
 
-    def __init__(self, exit_: Stage2Abort) -> None:
+    def __init__(self, stop: _Stop) -> None:
         super().__init__("stage-2 abort")
-        self.exit = exit_
+        self.stop = stop
 
 
 @dataclass
@@ -332,7 +341,8 @@ class GdbStub:
         # resumes, so Unicorn's code cache is not invalidated at every stop.
         self._bps: dict[int, int] = {}
         self._stale: set[int] = set()
-        self._traps: set[int] = set()          # one-step traps on exception vectors
+        self._traps: set[int] = set()          # where a step must stop (see _step)
+        self._resume_skip: tuple[int, int] | None = None   # (PC, instruction index)
         self._hooked: set[int] = set()         # addresses we installed a cpu breakpoint for
         self._watches: dict[tuple[int, int, int], _Watch] = {}
         self._watch_hit: tuple | None = None   # (watch, pa, size, old bytes or None)
@@ -421,6 +431,7 @@ class GdbStub:
             if timeout is not None and free_time >= timeout:
                 return self._final(RunResult("timeout", 0))
             t0, i0 = time.monotonic(), self.cpu.instructions
+            self.cpu.resume_from_breakpoint()   # someone else's breakpoint: run past it
             try:
                 r = self.vcpu.run(max_insns=budget)
             except GuestCrash as e:
@@ -475,8 +486,10 @@ class GdbStub:
         self._traps.clear()
         for w in self._watches.values():
             self.cpu.uc.hook_del(w.handle)
+        if self._watches:
+            self.cpu.flush_translations()
         self._watches.clear()
-        self._watch_hit = self._watch_skip = None
+        self._watch_hit = self._watch_skip = self._resume_skip = None
         self._fault_stop = False
         self._fault_range = None
         self._fault_skip = None
@@ -513,7 +526,7 @@ class GdbStub:
             conn.send(self._write_mem_hex(text[1:]))
         elif cmd == "X":
             conn.send(self._write_mem_binary(pkt[1:]))
-        elif cmd in "Zz" and text:
+        elif cmd in ("Z", "z"):
             conn.send(self._breakpoint_packet(text))
         elif cmd in ("c", "s", "C", "S"):
             return self._resume_packet(conn, text)
@@ -725,6 +738,11 @@ class GdbStub:
             self._hooked.add(addr)
 
     def _bp_wanted(self, addr: int) -> bool:
+        # The instruction the guest resumes on runs even with a breakpoint on it (gdb steps
+        # over its own). Keyed by the instruction index, so re-executing it after a stage-2
+        # abort still skips, and coming back to it later stops.
+        if self._resume_skip == (addr, self.cpu.insn_index()):
+            return False
         return addr in self._bps or addr in self._traps
 
     def _unhook_bp(self, addr: int) -> None:
@@ -753,6 +771,8 @@ class GdbStub:
         w.handle = self.cpu.uc.hook_add(_WATCH_KINDS[ztype][1], self._watch_hook(w),
                                         begin=max(0, pa - _MAX_ACCESS + 1), end=pa + length - 1)
         self._watches[key] = w
+        # Code translated before the hook existed accesses memory without calling hooks.
+        self.cpu.flush_translations()
         return "OK"
 
     def _remove_watch(self, ztype: int, va: int, length: int) -> str:
@@ -763,6 +783,7 @@ class GdbStub:
         if w.refs <= 0:
             self.cpu.uc.hook_del(w.handle)
             del self._watches[(ztype, va, length)]
+            self.cpu.flush_translations()       # back to the fast path
         return "OK"
 
     def _watch_hook(self, w: _Watch):
@@ -785,24 +806,40 @@ class GdbStub:
     def _observe_exit(self, kind: str, ex, outcome) -> None:
         """Vcpu observer (first in the list): fault-stop leaves the run before the
         hypervisor acts, so later observers see each handled abort exactly once."""
+        if kind == "handled" and self._stepping and outcome in ("mmio", "inject"):
+            # The hypervisor completed the step's instruction (emulated it, or injected an
+            # abort): stop before the next one, which Vcpu.run(max_insns=1) would also run
+            # because the CPU did not count the emulated one.
+            self._add_trap(self.cpu.pc)
+            return
         if kind != "exit" or not isinstance(ex, Stage2Abort):
             return
-        key = (ex.pc, ex.syndrome.hsr, ex.fault.ipa)
+        if self._fault_skip is None and not self._fault_stop:
+            return                      # the common case: no decode, nothing to do
+        # What the walk found is enough to recognise and filter an abort; the syndrome is
+        # decoded (capstone) only for the one reported.
+        pf = ex.page_fault
+        key = (ex.pc, pf.ipa, pf.type, pf.access)
         if self._fault_skip is not None:
             skip, self._fault_skip = self._fault_skip, None
             if skip == key:
                 return                  # the abort reported last: now the hypervisor's turn
         if not self._fault_stop:
             return
-        if self._fault_range and not self._fault_range[0] <= ex.fault.ipa < self._fault_range[1]:
+        if self._fault_range and not self._fault_range[0] <= pf.ipa < self._fault_range[1]:
             return
-        raise _FaultStop(ex)
+        raise _FaultStop(self._fault_stop_report(ex, key))
 
     def _observe_exception(self, exc, lr: int, vector: int) -> None:
-        """A step that enters the guest's vectors stops on the vector's first instruction."""
+        """A step that enters the guest's vectors stops on the vector's first instruction
+        (UDF and injected aborts are not counted as executed by the CPU)."""
         if self._stepping:
-            self._traps.add(vector & ~1)
-            self._hook_bp(vector & ~1)
+            self._add_trap(vector)
+
+    def _add_trap(self, addr: int) -> None:
+        """Called between bursts (never from inside Unicorn): hooks may be added."""
+        self._traps.add(addr & ~1)
+        self._hook_bp(addr & ~1)
 
     def _run(self, max_insns: int) -> tuple[RunResult | None, _Stop | None]:
         """One `Vcpu.run`; returns (result, stop) - stop is None when the slice just ended."""
@@ -810,7 +847,7 @@ class GdbStub:
         try:
             r = self.vcpu.run(max_insns=max_insns)
         except _FaultStop as fs:
-            return None, self._fault_stop_report(fs.exit)
+            return None, fs.stop
         except GuestCrash as e:
             return None, _Stop(SIGILL, message=f"s2emu: {e}\n")
         if r.reason == "budget":
@@ -818,7 +855,9 @@ class GdbStub:
         if r.reason == "debug":
             return r, self._debug_stop()
         if r.reason in _TERMINAL:
-            return r, _Stop(kind="exit", result=self._final(r))
+            note = "s2emu: the guest asked for SYSTEM_RESET: this board stops\n" \
+                if r.reason == "reset" else ""
+            return r, _Stop(kind="exit", result=self._final(r), message=note)
         if r.reason == "wfi":
             return r, _Stop(SIGTRAP, message=(
                 f"s2emu: WFI at PC {self.cpu.pc:#x} and this board has no interrupt source "
@@ -844,18 +883,22 @@ class GdbStub:
             return _Stop(SIGTRAP, "hwbreak:")
         return _Stop(SIGTRAP)                   # a step trap (vector) or a foreign breakpoint
 
-    def _fault_stop_report(self, ex: Stage2Abort) -> _Stop:
+    def _fault_stop_report(self, ex: Stage2Abort, key: tuple) -> _Stop:
+        """Decoded now: the syndrome must be read before the vCPU runs again."""
         text = (f"stage-2 abort at PC {ex.pc:#x}{' (Thumb)' if ex.thumb else ''}: "
                 f"{ex.fault.describe()}\n  {ex.syndrome.describe()}\n")
         self._last_fault = text
         return _Stop(SIGTRAP, message="s2emu: " + text +
                      "  (continue or step: the hypervisor handles it)\n",
-                     kind="fault", fault=(ex.pc, ex.syndrome.hsr, ex.fault.ipa))
+                     kind="fault", fault=key)
 
     def _prepare_resume(self) -> None:
         self._purge_bps()
         last = self._last_stop
-        self.cpu.resume_from_breakpoint()
+        pc = self.cpu.pc & ~1
+        self._resume_skip = (pc, self.cpu.instructions)
+        if pc in self.cpu.breakpoints and pc not in self._hooked:
+            self.cpu.resume_from_breakpoint()   # someone else's breakpoint
         self._watch_skip = self.cpu.instructions if last.kind == "watch" else None
         self._fault_skip = last.fault if last.kind == "fault" else None
 
@@ -1008,10 +1051,11 @@ class GdbStub:
             pages = np.flatnonzero(s.dirty)
             mode = ", manual protect" if s.manual_protect else ""
             out.append(f"{head}: logging{mode}, {len(pages)} dirty")
-            if len(pages):
-                shown = " ".join(f"{int(g)}@{s.ipa + (int(g) << 12):#x}" for g in pages[:DIRTY_SHOW])
-                more = f" ... (+{len(pages) - DIRTY_SHOW})" if len(pages) > DIRTY_SHOW else ""
-                out.append(f"  pages: {shown}{more}")
+            shown = [f"{int(g)}@{s.ipa + (int(g) << 12):#x}" for g in pages[:DIRTY_SHOW]]
+            for i in range(0, len(shown), 8):                  # page index @ IPA
+                out.append("  " + " ".join(shown[i:i + 8]))
+            if len(pages) > DIRTY_SHOW:
+                out.append(f"  ... and {len(pages) - DIRTY_SHOW} more")
         ring = self.vm.dirty_ring
         if ring is not None:
             out.append(f"dirty ring: {len(ring.entries)}/{ring.size} entries, "
@@ -1029,9 +1073,10 @@ class GdbStub:
                        f"{self._prot(e.prot)} level {e.level}")
         if len(entries) > LIST_LIMIT:
             out.append(f"  ... {len(entries) - LIST_LIMIT} more")
-        out.append(f"fills {st['fill']}, flush_vmid {st['flush_vmid']} (by IPA {st['flush_vmid_ipa']}), "
-                   f"flush_all_nsnh {st['flush_all_nsnh']}; this VM's stage-2 flushes "
-                   f"{self.vm.stage2.flushes}{' (skip_flush on!)' if self.vm.stage2.skip_flush else ''}")
+        skipping = " (skip_flush on!)" if self.vm.stage2.skip_flush else ""
+        out.append(f"fills {st['fill']}, flush_vmid {st['flush_vmid']} "
+                   f"(by IPA {st['flush_vmid_ipa']}), flush_all_nsnh {st['flush_all_nsnh']}; "
+                   f"this VM's stage-2 flushes {self.vm.stage2.flushes}{skipping}")
         return "\n".join(out) + "\n"
 
     def _mon_stats(self) -> str:
@@ -1068,8 +1113,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m emu.gdbstub",
                                 description="run a guest under the GDB remote stub")
     p.add_argument("elf")
-    p.add_argument("--listen", default="tcp::1234", help="tcp::PORT or tcp:HOST:PORT (0: any free port)")
-    p.add_argument("--wait", action="store_true", help="stop before the first instruction until gdb connects")
+    p.add_argument("--listen", default="tcp::1234",
+                   help="tcp::PORT or tcp:HOST:PORT (port 0: any free port)")
+    p.add_argument("--wait", action="store_true",
+                   help="stop before the first instruction until gdb connects")
     p.add_argument("--mem", default="128M")
     p.add_argument("--args", default="")
     p.add_argument("--slice", type=int, default=SLICE_INSNS, help="instructions between polls")

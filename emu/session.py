@@ -122,7 +122,7 @@ class Session:
 
 
 def exit_status(m: Machine, result: RunResult, a: argparse.Namespace) -> int:
-    if result.reason in ("off", "reset"):
+    if result.reason in ("off", "reset", "killed"):      # killed: by the debugger, on purpose
         return EXIT_OK
     if result.reason == "budget":
         if getattr(a, "max_insns", None) is None:
