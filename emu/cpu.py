@@ -55,6 +55,8 @@ _FETCH_PERMS = UC_PROT_EXEC | UC_PROT_READ
 _DATA_PERMS = {p: (UC_PROT_READ if p & Prot.R else 0) | (UC_PROT_WRITE if p & Prot.W else 0)
                for p in (Prot(v) for v in range(8))}
 _UC_TLB_MAX = 1 << 20            # QEMU's dynamic TLB: 256 entries, doubling up to 2^20
+_GROW_CHUNK = 65_536             # instructions per burst while the TLB needs to grow
+_MAX_CHUNK = 1 << 26
 _WFE_ARM = 0x0320F002          # condition field ignored
 _WFE_THUMB = (0xBF20, 0xF3AF8002)
 
@@ -240,7 +242,22 @@ class VCPU:
     def run(self, budget: int) -> Exit:
         """Run guest code for at most `budget` instructions; return the first exit."""
         while True:
-            exit_ = self._burst(budget)
+            # Unicorn's TLB only grows when flushed: a guest whose working set does not fit
+            # would miss on every access for a whole long burst. Bursts start short and double
+            # while the TLB copes; a thrashing chunk triggers a growth flush (a cache refill
+            # only: nothing the guest can see).
+            chunk = min(budget, self._chunk) if self.icount else budget
+            fills = self.stats["fills"]
+            exit_ = self._burst(chunk)
+            if self._uc_tlb_size < _UC_TLB_MAX and \
+                    self.stats["fills"] - fills > 0.35 * self._uc_tlb_size:
+                self._maybe_grow_unicorn_tlb()
+                self._chunk = _GROW_CHUNK
+            else:
+                self._chunk = min(self._chunk * 2, _MAX_CHUNK)
+            if isinstance(exit_, BudgetExhausted) and chunk < budget:
+                budget -= chunk
+                continue
             if exit_ is not None:
                 self._maybe_grow_unicorn_tlb()
                 if self.cp15_read("SCTLR") & SCTLR_M:
@@ -250,6 +267,8 @@ class VCPU:
             budget -= self._last_executed
             if budget <= 0:          # e.g. an SVC was the budget's last instruction
                 return BudgetExhausted(pc=self.pc)
+
+    _chunk = 65_536
 
     _exits = 0
 
