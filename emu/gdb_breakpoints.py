@@ -1,0 +1,208 @@
+"""Breakpoints and watchpoints of the GDB stub (emu.gdbstub): the Z/z packets.
+
+- Breakpoints are PC checks (`VCPU.add_breakpoint`: a code hook bounded to one address);
+  guest memory is never patched. gdb's kinds 2/3 (Thumb) and 4 (ARM) are all accepted.
+  Steps use the same hooks ("traps": where a step must stop).
+- Watchpoints (Z2 write, Z3 read, Z4 access) watch guest RAM and flash backing (not MMIO:
+  E01): memory hooks bounded to the host backing of the range. The stop is *before* the
+  access: PC on the accessing instruction, which has not executed, memory still holding the
+  old value.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE
+
+from .gdb_memory import ram_slot, va_to_ipa
+
+WATCH_KINDS = {2: ("watch", UC_HOOK_MEM_WRITE), 3: ("rwatch", UC_HOOK_MEM_READ),
+               4: ("awatch", UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE)}
+_MAX_ACCESS = 8                # widest single data access (LDRD/STRD)
+
+
+@dataclass
+class _Watch:
+    kind: int                 # 2 write, 3 read, 4 access
+    va: int
+    length: int
+    pa: int
+    handle: int
+    refs: int = 1
+
+
+class DebugPoints:
+    """The breakpoints, step traps and watchpoints a debugger session installed on one
+    machine (its `cpu`, `vm`, `host`)."""
+
+    def __init__(self, machine) -> None:
+        self.machine = machine
+        self.cpu = machine.cpu
+        self.vm = machine.vm
+        # Breakpoints: address -> Z type (0 software, 1 hardware: both are PC checks).
+        # gdb removes and re-inserts every breakpoint around each stop: the hooks stay
+        # installed meanwhile (`_stale`) and only those not re-inserted go when the guest
+        # resumes, so Unicorn's code cache is not invalidated at every stop.
+        self._bps: dict[int, int] = {}
+        self._stale: set[int] = set()
+        self._traps: set[int] = set()          # where a step must stop (see add_trap)
+        self._resume_skip: tuple[int, int] | None = None   # (PC, instruction index)
+        self._hooked: set[int] = set()         # addresses we installed a cpu breakpoint for
+        self._watches: dict[tuple[int, int, int], _Watch] = {}
+        self._watch_hit: tuple | None = None   # (watch, pa, size, old bytes or None)
+        self._watch_skip: int | None = None    # instruction index whose accesses don't stop
+
+    def clear(self) -> None:
+        """Drop everything installed (on detach, disconnect or the end)."""
+        for addr in list(self._hooked):
+            self.cpu.remove_breakpoint(addr)
+        self._hooked.clear()
+        self._bps.clear()
+        self._stale.clear()
+        self._traps.clear()
+        for w in self._watches.values():
+            self.cpu.uc.hook_del(w.handle)
+        if self._watches:
+            self.cpu.flush_translations()
+        self._watches.clear()
+        self._watch_hit = self._watch_skip = self._resume_skip = None
+
+    # ---- Z / z packets -------------------------------------------------------------------
+    def packet(self, text: str) -> str:
+        try:
+            ztype_s, addr_s, kind_s = text[1:].split(",")[:3]
+            ztype, addr, kind = int(ztype_s, 16), int(addr_s, 16), int(kind_s.split(";")[0], 16)
+        except ValueError:
+            return "E01"
+        insert = text[0] == "Z"
+        if ztype in (0, 1):
+            addr &= ~1
+            if insert:
+                self._bps[addr] = ztype
+                self._stale.discard(addr)
+                self._hook_bp(addr)
+            elif self._bps.pop(addr, None) is not None and addr in self._hooked:
+                self._stale.add(addr)           # unhooked when the guest resumes
+            return "OK"
+        if ztype in WATCH_KINDS:
+            if kind <= 0:
+                return "E01"
+            return self._insert_watch(ztype, addr, kind) if insert else \
+                self._remove_watch(ztype, addr, kind)
+        return ""                               # unsupported type
+
+    # ---- breakpoints and step traps ----------------------------------------------------
+    def breakpoint_type(self, pc: int) -> int | None:
+        """The Z type of gdb's breakpoint at `pc` (0 software, 1 hardware), or None."""
+        return self._bps.get(pc & ~1)
+
+    def _hook_bp(self, addr: int) -> None:
+        if addr not in self._hooked and addr not in self.cpu.breakpoints:
+            self.cpu.add_breakpoint(addr, self._bp_wanted)
+            self._hooked.add(addr)
+
+    def _bp_wanted(self, addr: int) -> bool:
+        # The instruction the guest resumes on runs even with a breakpoint on it (gdb steps
+        # over its own). Keyed by the instruction index, so re-executing it after a stage-2
+        # abort still skips, and coming back to it later stops.
+        if self._resume_skip == (addr, self.cpu.insn_index()):
+            return False
+        return addr in self._bps or addr in self._traps
+
+    def _unhook_bp(self, addr: int) -> None:
+        if addr in self._hooked and addr not in self._bps and addr not in self._traps:
+            self.cpu.remove_breakpoint(addr)
+            self._hooked.discard(addr)
+
+    def _purge_bps(self) -> None:
+        """Unhook the breakpoints gdb removed and did not re-insert before resuming."""
+        for addr in self._stale:
+            self._unhook_bp(addr)
+        self._stale.clear()
+
+    def add_trap(self, addr: int) -> None:
+        """Make a step stop at `addr`. Called between bursts (never from inside Unicorn):
+        hooks may be added."""
+        self._traps.add(addr & ~1)
+        self._hook_bp(addr & ~1)
+
+    def clear_traps(self) -> None:
+        """After a step: its traps go (unless a breakpoint is there too)."""
+        traps, self._traps = self._traps, set()
+        for addr in traps:
+            self._unhook_bp(addr)
+
+    def prepare_resume(self, after_watch: bool) -> None:
+        """Before the guest resumes: the instruction it resumes on runs (and, after a
+        watchpoint stop, makes its accesses) without stopping again."""
+        self._purge_bps()
+        pc = self.cpu.pc & ~1
+        self._resume_skip = (pc, self.cpu.instructions)
+        if pc in self.cpu.breakpoints and pc not in self._hooked:
+            self.cpu.resume_from_breakpoint()   # someone else's breakpoint
+        self._watch_skip = self.cpu.instructions if after_watch else None
+
+    # ---- watchpoints -----------------------------------------------------------------------
+    def _insert_watch(self, ztype: int, va: int, length: int) -> str:
+        key = (ztype, va, length)
+        if key in self._watches:
+            self._watches[key].refs += 1
+            return "OK"
+        slot = ram_slot(self.vm, va, length)
+        if slot is None:
+            return "E01"                        # only RAM/flash backing can be watched
+        pa = slot.pa_of(va_to_ipa(va))
+        w = _Watch(ztype, va, length, pa, 0)
+        # Memory hooks see the host physical address of each access (UC_TLB_VIRTUAL).
+        # Start early enough to catch a wider access that starts below the range.
+        w.handle = self.cpu.uc.hook_add(WATCH_KINDS[ztype][1], self._watch_hook(w),
+                                        begin=max(0, pa - _MAX_ACCESS + 1), end=pa + length - 1)
+        self._watches[key] = w
+        # Code translated before the hook existed accesses memory without calling hooks.
+        self.cpu.flush_translations()
+        return "OK"
+
+    def _remove_watch(self, ztype: int, va: int, length: int) -> str:
+        w = self._watches.get((ztype, va, length))
+        if w is None:
+            return "OK"
+        w.refs -= 1
+        if w.refs <= 0:
+            self.cpu.uc.hook_del(w.handle)
+            del self._watches[(ztype, va, length)]
+            self.cpu.flush_translations()       # back to the fast path
+        return "OK"
+
+    def _watch_hook(self, w: _Watch):
+        mem = self.machine.host.mem
+
+        def hook(uc, access, pa, size, value, _ud):
+            if pa + size <= w.pa or pa >= w.pa + w.length:
+                return
+            if self._watch_hit is not None or self.cpu.insn_index() == self._watch_skip:
+                return
+            # Unicorn calls write hooks just before storing and then stops the instruction
+            # (PC stays on it, it is re-executed on resume): keep the old bytes to put back.
+            old = mem.read(pa, size) if access == UC_MEM_WRITE else None
+            self._watch_hit = (w, pa, size, old)
+            self.cpu.debug_stop = "watchpoint"
+            uc.emu_stop()
+        return hook
+
+    def forget_watch_hit(self) -> None:
+        """Before each run: no watchpoint has been hit yet."""
+        self._watch_hit = None
+
+    def take_watch_hit(self) -> str | None:
+        """After a debug stop: the stop-reply reason ("watch:ADDR", ...) if a watchpoint
+        stopped the guest, with memory put back as it was before the access; else None."""
+        hit = self._watch_hit
+        if hit is None:
+            return None
+        self._watch_hit = None
+        w, pa, size, old = hit
+        if old is not None:
+            self.machine.host.mem.write(pa, old)    # back to "before the access"
+            self.cpu.flush_translations()
+        addr = w.va + max(0, pa - w.pa)
+        return f"{WATCH_KINDS[w.kind][0]}:{addr:x}"
