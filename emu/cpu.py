@@ -260,7 +260,10 @@ class VCPU:
                 continue
             if exit_ is not None:
                 self._maybe_grow_unicorn_tlb()
-                if self.cp15_read("SCTLR") & SCTLR_M:
+                # Checked at exits other than stage-2 aborts (the fault path stays short), and
+                # at least every 64th exit: enabling the MMU cannot go unnoticed for long.
+                if (not isinstance(exit_, Stage2Abort) or not self._exits & 63) and \
+                        self.cp15_read("SCTLR") & SCTLR_M:
                     raise GuestCrash(f"the guest enabled its stage-1 MMU (SCTLR.M=1, PC "
                                      f"{self.pc:#x}): guest stage 1 is not modelled yet")
                 return exit_

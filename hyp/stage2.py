@@ -143,22 +143,25 @@ class Stage2:
 
     def _store(self, table_pa: int, level: int, lo: int, new) -> None:
         """Write descriptors table[lo:lo+len(new)] (see `_store_at`)."""
-        new = np.asarray(new, dtype=U64)
         first = ((table_pa - self.mem.base) >> 3) + lo
+        if len(new) == 1:
+            self._store_at(first, int(new[0]))
+            return
+        new = np.asarray(new, dtype=U64)
         self._store_at(np.arange(first, first + new.size, dtype=np.int64), new)
 
-    def _store_at(self, idx: np.ndarray, new: np.ndarray) -> None:
+    def _store_at(self, idx, new) -> None:
         """The one place stage-2 descriptors change: write host-memory descriptor slots `idx`
-        (indices into the 64-bit view) with `new`, doing the TLB maintenance they need."""
+        (indices into the 64-bit view; an int and an int for one descriptor, arrays for many)
+        with `new`, doing the TLB maintenance they need."""
         q = self.mem.q
-        if idx.size == 1:                       # the fault path: plain ints, same rule
-            i, n = int(idx[0]), int(new[0]) if np.ndim(new) else int(new)
-            o = int(q[i])
-            bbm, downgrade = _maintenance(o, n)
+        if isinstance(idx, int):                # the fault path: one descriptor, same rule
+            o = int(q[idx])
+            bbm, downgrade = _maintenance(U64(o), U64(new))
             if bbm:
-                q[i] = 0
+                q[idx] = 0
                 self._flush_now("break-before-make")
-            q[i] = n
+            q[idx] = new
             if downgrade:
                 self.flush("downgrade")
             return
@@ -466,7 +469,7 @@ class Stage2:
         new = old | bits
         if add & Prot.X:
             new &= ~int(_XN)
-        self._store_at(np.array([idx], dtype=np.int64), np.array([new], dtype=U64))
+        self._store_at(int(idx), new)
 
     def has_table_at(self, ipa: int, level: int) -> bool:
         """Is the level-`level` entry for `ipa` a table (i.e. not a block or invalid)?"""
