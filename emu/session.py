@@ -35,7 +35,8 @@ class Session:
         self.image = self.m.load(a.elf, a.args)
         self._trace_file = open(a.trace_file, "w") if a.trace and a.trace_file else None
         self.tracer = (Tracer(a.trace, out=self._trace_file, fmt=a.trace_format,
-                              addr_range=a.trace_range, ring=a.trace_ring) if a.trace else None)
+                              addr_range=a.trace_range, ring=a.trace_ring,
+                              slices=a.cmd != "step") if a.trace else None)
         if self.tracer and not getattr(a, "trace_later", False):
             self.tracer.attach(self.m)
         self.exporter = PerfettoExporter(self.m) if a.perfetto else None

@@ -22,7 +22,7 @@ from hyp.arch import descriptors as d
 from hyp.arch.exception import GuestException
 from hyp.arch.fault import Access, Fault
 from hyp.arch.walk import translate
-from hyp.exits import Hypercall, Stage2Abort
+from hyp.exits import BudgetExhausted, Hypercall, Stage2Abort
 
 from .trace_format import (ACCESS_NAMES, FAULT_NAMES, FORMATS, KINDS, Event, TraceError,
                            disassemble, exception_name, exit_fields, exit_name, format_json,
@@ -54,7 +54,8 @@ class Tracer:
     """
 
     def __init__(self, kinds: set[str] | str, out: TextIO | None = None, fmt: str = "text",
-                 addr_range: tuple[int, int] | None = None, ring: int | None = None) -> None:
+                 addr_range: tuple[int, int] | None = None, ring: int | None = None,
+                 slices: bool = True) -> None:
         self.kinds = parse_kinds(kinds) if isinstance(kinds, str) else set(kinds)
         bad = self.kinds - set(KINDS)
         if bad or not self.kinds:
@@ -66,6 +67,7 @@ class Tracer:
         if ring is not None and ring <= 0:
             raise TraceError("the trace ring needs at least one entry")
         self.out = out
+        self.slices = slices        # False: leave out the emulator's time-slice exits
         self.fmt = fmt
         self.range = addr_range
         self.ring: deque[Event] | None = deque(maxlen=ring) if ring else None
@@ -354,7 +356,8 @@ class Tracer:
                 self._record(ev)
             return
         insn, ex, hvc = pending
-        if "exit" in self.kinds and self._exit_in_range(ex):
+        if "exit" in self.kinds and self._exit_in_range(ex) and \
+                (self.slices or not isinstance(ex, BudgetExhausted)):
             data = exit_fields(ex)
             data["outcome"] = outcome
             if outcome == "error":

@@ -180,7 +180,7 @@ def prot_text(prot: Prot) -> str:
         ("x" if prot & Prot.X else "-")
 
 
-def _code_hex(code: bytes, thumb: bool) -> str:
+def code_hex(code: bytes, thumb: bool) -> str:
     """objdump's spelling: an A32 word, or one/two T32 halfwords."""
     if not thumb:
         return f"{int.from_bytes(code[:4], 'little'):08x}"
@@ -210,7 +210,7 @@ def json_fields(ev: Event) -> dict:
     if ev.kind == "insn":
         data = ev.data
         fields = {"pc": data["pc"], "thumb": data["thumb"],
-                  "bytes": _code_hex(data["code"], data["thumb"]),
+                  "bytes": code_hex(data["code"], data["thumb"]),
                   "asm": disassemble(data["code"], data["pc"], data["thumb"])}
     else:
         fields = ev.data
@@ -218,7 +218,7 @@ def json_fields(ev: Event) -> dict:
 
 
 def _text_insn(f: dict) -> str:
-    return (f"{f['pc']:#010x}  {_code_hex(f['code'], f['thumb']):<9}  "
+    return (f"{f['pc']:#010x}  {code_hex(f['code'], f['thumb']):<9}  "
             f"{disassemble(f['code'], f['pc'], f['thumb'])}")
 
 
