@@ -73,6 +73,8 @@ def _machine_options() -> argparse.ArgumentParser:
     g.add_argument("--harvest-ms", type=float, default=100.0,
                    help="virtual milliseconds between dirty-log harvests (default 100)")
     g.add_argument("--ring-size", type=_positive, default=4096, help="dirty ring entries")
+    p.add_argument("--prefault", action="store_true", help="map all guest RAM at stage 2 "
+                   "before the guest starts, with the largest blocks (like -mem-prealloc)")
     t = p.add_argument_group("debugging")
     t.add_argument("--trace", type=_trace_arg(parse_kinds), metavar="KINDS",
                    help=f"trace events: comma-separated {','.join(KINDS)}, or all")

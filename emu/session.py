@@ -41,6 +41,9 @@ class Session:
             self.tracer.attach(self.m)
         self.exporter = PerfettoExporter(self.m) if a.perfetto else None
         self.harvests = 0
+        if a.prefault:
+            self.m.vm.update_vmid()
+            self.m.vm.map_slot(self.m.ram)
         if a.log_dirty:
             vm = self.m.vm
             if a.dirty_mode == "ring":

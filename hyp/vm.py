@@ -12,7 +12,8 @@ from .physmem import PAGE_SIZE
 from .stage2 import Stage2
 from .vtime import VirtualClock
 
-HCR_VM_ON = 1                   # HCR.VM (B4.1.65); KVM also sets TSC/TWI/AMO/IMO/FMO...
+HCR_VM_ON = 1
+LEAF_SHIFT = {1: 30, 2: 21, 3: 12}                   # HCR.VM (B4.1.65); KVM also sets TSC/TWI/AMO/IMO/FMO...
 
 
 class VM:
@@ -86,7 +87,7 @@ class VM:
     def map_fault(self, slot: Memslot, ipa: int, *, writable: bool = True) -> int:
         """Map the leaf covering `ipa`; returns its level."""
         level = self.leaf_level(slot, ipa)
-        size = 1 << {1: 30, 2: 21, 3: 12}[level]
+        size = 1 << LEAF_SHIFT[level]
         base = ipa & ~(size - 1)
         self.stage2.map(base, slot.pa_of(base), level, self.prot_for(slot, writable))
         return level
@@ -94,11 +95,14 @@ class VM:
     def map_all(self) -> None:
         """Pre-fault every memslot with the largest leaves possible (like MAP_POPULATE)."""
         for slot in self.memslots:
-            ipa = slot.ipa
-            while ipa < slot.end:
-                level = self.map_fault(slot, ipa)
-                ipa = (ipa & ~((1 << {1: 30, 2: 21, 3: 12}[level]) - 1)) + \
-                    (1 << {1: 30, 2: 21, 3: 12}[level])
+            self.map_slot(slot)
+
+    def map_slot(self, slot: Memslot) -> None:
+        """Pre-fault one memslot (QEMU's -mem-prealloc, or a guest that touched all of it)."""
+        ipa = slot.ipa
+        while ipa < slot.end:
+            level = self.map_fault(slot, ipa)
+            ipa = (ipa & ~((1 << LEAF_SHIFT[level]) - 1)) + (1 << LEAF_SHIFT[level])
 
     # ---- guest memory from the hypervisor's side ------------------------------------
     def _slot_for_range(self, ipa: int, length: int) -> Memslot:

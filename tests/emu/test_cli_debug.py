@@ -59,3 +59,19 @@ def test_trace_ring_dumps_last_events_and_usage_errors():
     assert p.returncode == 2 and "unknown trace kind 'bogus'" in p.stderr
     p = s2emu("run", "guests/hello.elf", "--trace-ring", "5")
     assert p.returncode == 2 and "need --trace" in p.stderr
+
+
+def test_step_into_a_lazy_block_dissolve():
+    p = s2emu("step", "guests/dirtyram.elf", "--args", "64 4 1 2", "--log-dirty", "--prefault",
+              "--from", "0x40000bb8", "--count", "1", "-q")
+    assert p.returncode == 0, p.stderr
+    after = p.stderr[p.stderr.index("step 1: 0x40000bb8"):]
+    order = ["L2 @0x100002008=0x10820077d(block) -> fault permission L2",
+             "permission L2 HSR=0x9386004e HPFAR=0x00402000 -> dirty",   # DFSC 0b001110
+             "dirty gfn=0x200",
+             "tlb   flush_vmid vmid=1 (break-before-make)",
+             "s2    dissolve ipa=0x40200000 L2",
+             "L3 @0x100004000=0x1082007ff(page) -> pa=0x108200000 rwx",
+             "-> pc=0x40000bbc"]
+    pos = [after.index(s) for s in order]
+    assert pos == sorted(pos)
