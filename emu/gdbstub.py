@@ -66,9 +66,6 @@ from .gdb_packets import (INTERRUPT, PACKET_SIZE, TARGET_XML, THREAD_ID, Connect
                           hex_bytes, parse_listen, read_all_regs, read_reg, write_all_regs,
                           write_reg, xfer_features)
 from .gdb_run import SIGTRAP, TERMINAL, RunControl, Stop
-# Module-level names this module had before the split, still importable from here.
-from .gdb_monitor import DIRTY_SHOW, HELP, LIST_LIMIT  # noqa: F401,E402
-from .gdb_run import SIGILL, SIGINT, SIGSEGV  # noqa: F401,E402
 
 __all__ = ["GdbStub", "parse_listen", "TARGET_XML"]
 

@@ -35,6 +35,7 @@ class VM:
         self.stage2 = Stage2(host.mem, host.pool, host.tlb, lambda: self.vmid)
         self.hcr = HCR_VM_ON
         self.dirty_ring = None                   # hyp.dirty.DirtyRing when the ring is on
+        self.last_mmio = None                    # hyp.mmio.MmioAccess of the last MMIO exit
         self.dirty_observers: list = []          # called (slot, gfn, source) on each new dirty page
 
     # ---- memory layout --------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import descriptors as d
-from .descriptors import Kind, Prot
+from .descriptors import Prot
 from .fault import Access, Fault, FaultType
 from .regs import IPA_MAX_BITS, S2Config
 

@@ -7,7 +7,6 @@ import pytest
 from emu.machine import BareMachine
 from hyp.arch import descriptors as d
 from hyp.arch.descriptors import Prot
-from hyp.arch.regs import make_vtcr, make_vttbr
 from hyp.exits import Hypercall, Stage2Abort
 from hyp.stage2 import Stage2
 
