@@ -35,6 +35,16 @@ def _positive(text: str) -> int:
     return v
 
 
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return v
+
+
 def _addr(text: str) -> int:
     try:
         v = int(text, 0)
@@ -70,7 +80,7 @@ def _machine_options() -> argparse.ArgumentParser:
                    help="log dirty pages of guest RAM and report them per harvest interval")
     g.add_argument("--dirty-mode", choices=("bitmap", "manual", "ring"), default="bitmap",
                    help="GET_DIRTY_LOG, manual protect (GET + CLEAR), or the dirty ring")
-    g.add_argument("--harvest-ms", type=float, default=100.0,
+    g.add_argument("--harvest-ms", type=_seconds, default=100.0,
                    help="virtual milliseconds between dirty-log harvests (default 100)")
     g.add_argument("--ring-size", type=_positive, default=4096, help="dirty ring entries")
     p.add_argument("--prefault", action="store_true", help="map all guest RAM at stage 2 "
@@ -101,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _machine_options()
     r = sub.add_parser("run", parents=[common], help="run a guest ELF to completion")
     r.add_argument("--max-insns", type=_positive, help="stop after this many guest instructions")
-    r.add_argument("--timeout", type=float, help="stop after this many seconds of wall clock")
+    r.add_argument("--timeout", type=_seconds, help="stop after this many seconds of wall clock")
     r.add_argument("--gdb", metavar="LISTEN",
                    help="serve a GDB remote stub on LISTEN (tcp::PORT or tcp:HOST:PORT; "
                         "loopback unless a host is given; port 0 picks a free one)")
@@ -120,8 +130,6 @@ def _check(a: argparse.Namespace) -> str | None:
         return "--max-insns needs instruction counting (drop --no-icount)"
     if a.no_icount and a.cmd == "step":
         return "stepping needs instruction counting (drop --no-icount)"
-    if a.log_dirty and a.harvest_ms <= 0:
-        return "--harvest-ms must be positive"
     if not a.trace and (a.trace_file or a.trace_range or a.trace_ring):
         return "--trace-file/--trace-range/--trace-ring need --trace"
     if getattr(a, "gdb_wait", False) and not getattr(a, "gdb", None):
