@@ -231,8 +231,8 @@ def eager_split_row(ctx: Context) -> list[Result]:
     return [Result("eager split 1GiB at enable", round(ms, 3), "ms", None,
                    note=f"enable_logging, split='eager': {nblocks} blocks -> {nblocks} level-3 "
                         f"tables of write-protected pages ({min(times) / nblocks * 1e6:.1f} "
-                        f"us/block), {flushes} VMID flushes (one break-before-make per split "
-                        f"+ the final one); best of {len(times)}{scaled}",
+                        f"us/block), {flushes} VMID flushes (one break-before-make per table "
+                        f"of blocks + the final one); best of {len(times)}{scaled}",
                    noise=_spread(times))]
 
 

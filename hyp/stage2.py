@@ -386,27 +386,33 @@ class Stage2:
 
     def split_blocks(self, start: int, end: int) -> int:
         """Eager split (arm64's eager page splitting): replace every block in range by a
-        table of leaves with the same attributes, recursively down to 4 KiB pages."""
+        table of leaves with the same attributes, recursively down to 4 KiB pages. The blocks
+        of one table are replaced together: one break-before-make (a single VMID flush) for
+        all of them, as kvm_pgtable's split does per walk."""
         count = 0
 
         def visit(level, table, view, lo, hi, base):
             nonlocal count
             if level == 3:
                 return
-            seg = view[lo:hi]
-            blocks = np.flatnonzero(_is_leaf(seg, level))
-            for i in blocks:
-                idx = lo + int(i)
-                desc = int(view[idx])
+            blocks = lo + np.flatnonzero(_is_leaf(view[lo:hi], level))
+            if blocks.size == 0:
+                return
+            step = d.LEVEL_SIZE[level + 1]
+            low = 0b11 if level + 1 == 3 else 0b01
+            new = []
+            for idx in blocks:
+                desc = int(view[int(idx)])
                 child = self.pool.alloc()
-                step = d.LEVEL_SIZE[level + 1]
                 attrs = desc & ~d.ADDR_MASK & ~0b11
-                low = 0b11 if level + 1 == 3 else 0b01
                 oas = d.out_addr(desc, level) + step * np.arange(512, dtype=U64)
                 self.mem.table(child)[:] = oas | U64(attrs | low)
-                self._store(table, level, idx, [d.make_table(child)])
-                self._event("split", ipa=base + (idx << d.LEVEL_SHIFT[level]), level=level)
-                count += 1
+                new.append(d.make_table(child))
+            first = (table - self.mem.base) >> 3
+            self._store_at(first + blocks.astype(np.int64), np.asarray(new, dtype=U64))
+            for idx in blocks:
+                self._event("split", ipa=base + (int(idx) << d.LEVEL_SHIFT[level]), level=level)
+            count += blocks.size
 
         self._walk(start, end, visit)
         return count
