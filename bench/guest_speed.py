@@ -5,7 +5,7 @@ The two sides of a "vs raw unicorn" row run the same machine code for the same i
             (UC_TLB_CPU, guest MMU off: VA = PA), RAM mapped RWX at its guest address by
             mem_map_ptr, no hooks at all, the run ends at an `until` address, count=0.
   ours      emu.machine.Machine with icount off: RAM at IPA 0x40000000 backed by host memory
-            at PA >= 0x1_0000_0000, vm.map_all() pre-faults every memslot (2 MiB blocks for
+            at PA >= 0x1_0000_0000, vm.map_slot(RAM) pre-faults guest RAM (2 MiB blocks for
             RAM), and the hypervisor's run loop runs the guest until its PSCI SYSTEM_OFF HVC.
             Every guest access goes through the TLB-fill hook and the MMU model.
 Every measurement is checked: registers against closed forms or the other side, memory
@@ -74,7 +74,7 @@ class Ours:
     def __init__(self, ram: int, *, icount: bool) -> None:
         m = Machine(ram=ram, icount=icount)
         m.vm.write_guest(RAM_BASE, CODE)
-        m.vm.map_all()
+        m.vm.map_slot(m.ram)
         self.m = m
         self.icount = icount
         self.slot = m.ram
@@ -83,7 +83,7 @@ class Ours:
         self.instructions = 0        # exact count of the last run (icount on only)
         self.label = ("ours:     emu.machine.Machine, icount " + ("on" if icount else "off") +
                       f", RAM IPA {RAM_BASE:#x} -> host PA {self.slot.pa:#x} by stage 2 "
-                      "(vm.map_all(): 2 MiB blocks; runs must take no stage-2 fault), "
+                      "(vm.map_slot(ram): 2 MiB blocks; runs must take no stage-2 fault), "
                       "UC_TLB_VIRTUAL + TLB-fill hook over the MMU model, hypervisor run loop "
                       "until the guest's PSCI SYSTEM_OFF")
 

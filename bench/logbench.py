@@ -16,7 +16,6 @@ LOG_IPA = 0x8000_0000
 PAGE = 4 << 10
 BLOCK = 2 << 20
 GIB = 1 << 30
-_LEAF_SIZE = {1: GIB, 2: BLOCK, 3: PAGE}
 _U64 = np.uint64
 _DESC_W = _U64(d.S2_S2AP.set(0, 0b10))      # S2AP[1] (HAP[2]): write permission
 _DESC_ADDR = _U64(d.ADDR_MASK)
@@ -37,10 +36,7 @@ class LogBench:
         self.m, self.vm = m, m.vm
         self.slot = m.vm.memslot(LOG_IPA)
         for slot in (m.ram, self.slot):
-            ipa = slot.ipa
-            while ipa < slot.end:                       # vm.map_all() for these two slots
-                level = self.vm.map_fault(slot, ipa)
-                ipa = (ipa & ~(_LEAF_SIZE[level] - 1)) + _LEAF_SIZE[level]
+            self.vm.map_slot(slot)
         self.tables0 = m.host.pool.in_use
 
     # -- counters ------------------------------------------------------------------------

@@ -81,15 +81,8 @@ class Session:
 
     def harvest(self, ring_full: bool = False) -> int:
         """Collect the RAM slot's dirty pages (and re-protect them) and report the count."""
-        vm, slot, mode = self.m.vm, self.m.ram, self.a.dirty_mode
-        if mode == "ring":
-            pages = len({g for s, g in vm.dirty_ring.harvest() if s == slot.slot})
-            dirty.reset_dirty_ring(vm)
-        else:
-            bitmap = dirty.get_dirty_log(vm, slot)
-            if mode == "manual":
-                dirty.clear_dirty_log(vm, slot, 0, slot.npages, bitmap)
-            pages = int(bitmap.sum())
+        vm = self.m.vm
+        pages = int(dirty.collect(vm, self.m.ram).sum())
         self.harvests += 1
         if self.exporter:
             self.exporter.harvest(pages)

@@ -6,22 +6,11 @@ from typing import TextIO
 
 from hyp.vcpu import RunResult
 
+from .gdb_memory import read_memory
 from .machine import Machine
 from .trace_format import code_hex, disassemble
 
 REG_NAMES = [f"r{i}" for i in range(13)] + ["sp", "lr", "pc", "cpsr"]
-
-
-def _code_at(m: Machine, pc: int) -> bytes:
-    """The instruction bytes at `pc` by the debug path: through the TLB/stage 2 if mapped,
-    else from the memslot (the guest MMU is off: VA = IPA), as a debugger would read them."""
-    code = m.cpu.read_code(pc, 4)
-    if len(code) < 4:
-        try:
-            code = m.vm.read_guest(pc, 4)
-        except ValueError:
-            pass
-    return code
 
 
 def step(m: Machine, count: int, out: TextIO) -> RunResult:
@@ -33,7 +22,7 @@ def step(m: Machine, count: int, out: TextIO) -> RunResult:
         cpu = m.cpu
         pc, thumb = cpu.pc, cpu.thumb
         before = cpu.regs()
-        code = _code_at(m, pc)
+        code = read_memory(m.vm, pc, 4)     # the debugger's side-effect-free path
         out.write(f"[{cpu.insn_index():10d}] step {n}: {pc:#010x}{' T' if thumb else '  '} "
                   f"{code_hex(code[:cpu.insn_length(pc, thumb)], thumb):9}  "
                   f"{disassemble(code, pc, thumb)}\n")

@@ -9,23 +9,17 @@ from .exits import Stage2Abort
 from .mmio import MmioError, emulate
 
 IFSR_EXTABT = 0x8       # short-descriptor "synchronous external abort" (KVM inject_abt32)
-DFSR_EXTABT = 0x8
 
 
 class HypervisorError(Exception):
     """The hypervisor cannot continue this guest (reported with the abort's syndrome)."""
 
 
-def inject_abort(vcpu, prefetch: bool, va: int) -> None:
-    """kvm_inject_pabt / kvm_inject_dabt: an external abort taken to the guest's PL1 vectors."""
-    if prefetch:
-        vcpu.cp15_write("IFAR", va)
-        vcpu.cp15_write("IFSR", IFSR_EXTABT)
-        vcpu.take_exception(GuestException.PREFETCH_ABORT, vcpu.pc + 4)
-    else:
-        vcpu.cp15_write("DFAR", va)
-        vcpu.cp15_write("DFSR", DFSR_EXTABT | (1 << 11))
-        vcpu.take_exception(GuestException.DATA_ABORT, vcpu.pc + 8)
+def inject_pabt(vcpu, va: int) -> None:
+    """kvm_inject_pabt: an external abort taken to the guest's prefetch abort vector."""
+    vcpu.cp15_write("IFAR", va)
+    vcpu.cp15_write("IFSR", IFSR_EXTABT)
+    vcpu.take_exception(GuestException.PREFETCH_ABORT, vcpu.pc + 4)
 
 
 def handle(vm, vcpu, ex: Stage2Abort) -> str:
@@ -41,7 +35,7 @@ def handle(vm, vcpu, ex: Stage2Abort) -> str:
     if slot is None or (f.write and slot.readonly):
         if f.fetch:
             vm.stats["inject pabt"] += 1
-            inject_abort(vcpu, True, ex.fault.va)
+            inject_pabt(vcpu, ex.fault.va)
             return "inject"
         try:
             acc = emulate(vm.bus, ex.syndrome.hsr, ex.fault.ipa, vcpu)
@@ -55,7 +49,7 @@ def handle(vm, vcpu, ex: Stage2Abort) -> str:
         return "af"
     if f.type is FaultType.PERMISSION and f.fetch:
         vm.stats["inject pabt"] += 1
-        inject_abort(vcpu, True, ex.fault.va)   # execute-never memslot
+        inject_pabt(vcpu, ex.fault.va)          # execute-never memslot
         return "inject"
     if f.type is FaultType.PERMISSION and not f.write:
         raise HypervisorError(f"{ex.fault.describe()}: read permission fault on a readable "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .arch.descriptors import LEVEL_SIZE
 from .memslot import Memslot
 
 
@@ -73,6 +74,22 @@ def get_dirty_log(vm, slot: Memslot) -> np.ndarray:
     return bitmap
 
 
+def collect(vm, slot: Memslot) -> np.ndarray:
+    """One harvest of `slot` in whatever way the VM logs: the pages dirtied since the last
+    harvest (bool per page), re-protected - the dirty ring (harvest, then reset), manual
+    protect (GET_DIRTY_LOG, then CLEAR_DIRTY_LOG of what it reported) or GET_DIRTY_LOG."""
+    if vm.dirty_ring is not None:
+        bitmap = np.zeros(slot.npages, dtype=bool)
+        gfns = [g for s, g in vm.dirty_ring.harvest() if s == slot.slot]
+        bitmap[np.asarray(gfns, dtype=np.int64)] = True
+        reset_dirty_ring(vm)
+        return bitmap
+    bitmap = get_dirty_log(vm, slot)
+    if slot.manual_protect:
+        clear_dirty_log(vm, slot, 0, slot.npages, bitmap)
+    return bitmap
+
+
 def clear_dirty_log(vm, slot: Memslot, first: int, count: int,
                     bits: np.ndarray | None = None) -> int:
     """KVM_CLEAR_DIRTY_LOG: clear the bits of pages [first, first + count) that are set in
@@ -103,7 +120,7 @@ def rebuild_huge(vm, slot: Memslot) -> int:
     ipa = slot.ipa
     while ipa < slot.end:
         level = vm.leaf_level(slot, ipa)
-        size = 1 << {1: 30, 2: 21, 3: 12}[level]
+        size = LEVEL_SIZE[level]
         if level < 3 and vm.stage2.has_table_at(ipa, level):
             vm.stage2.map(ipa, slot.pa_of(ipa), level, vm.prot_for(slot))
             made += 1

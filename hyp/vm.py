@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .arch.descriptors import Prot
+from .arch.descriptors import LEVEL_SIZE, Prot
 from .dirty import mark_dirty
 from .host import Host
 from .memslot import Memslot
@@ -12,8 +12,7 @@ from .physmem import PAGE_SIZE
 from .stage2 import Stage2
 from .vtime import VirtualClock
 
-HCR_VM_ON = 1
-LEAF_SHIFT = {1: 30, 2: 21, 3: 12}                   # HCR.VM (B4.1.65); KVM also sets TSC/TWI/AMO/IMO/FMO...
+HCR_VM_ON = 1                   # HCR.VM (B4.1.65); KVM also sets TSC/TWI/AMO/IMO/FMO...
 
 
 class VM:
@@ -88,7 +87,7 @@ class VM:
     def map_fault(self, slot: Memslot, ipa: int, *, writable: bool = True) -> int:
         """Map the leaf covering `ipa`; returns its level."""
         level = self.leaf_level(slot, ipa)
-        size = 1 << LEAF_SHIFT[level]
+        size = LEVEL_SIZE[level]
         base = ipa & ~(size - 1)
         self.stage2.map(base, slot.pa_of(base), level, self.prot_for(slot, writable))
         return level
@@ -102,8 +101,8 @@ class VM:
         """Pre-fault one memslot (QEMU's -mem-prealloc, or a guest that touched all of it)."""
         ipa = slot.ipa
         while ipa < slot.end:
-            level = self.map_fault(slot, ipa)
-            ipa = (ipa & ~((1 << LEAF_SHIFT[level]) - 1)) + (1 << LEAF_SHIFT[level])
+            size = LEVEL_SIZE[self.map_fault(slot, ipa)]
+            ipa = (ipa & ~(size - 1)) + size
 
     # ---- guest memory from the hypervisor's side ------------------------------------
     def _slot_for_range(self, ipa: int, length: int) -> Memslot:

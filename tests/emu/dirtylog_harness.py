@@ -48,10 +48,7 @@ def run(mode: str, backing: str, split: str, *, iterations: int = 12, insns: int
     slot = m.vm.memslot(TEST_IPA)
     vm = m.vm
     # Pre-fault the test slot with its largest leaves, as a guest that touched it would have.
-    ipa = slot.ipa
-    while ipa < slot.end:
-        level = vm.map_fault(slot, ipa)
-        ipa += 1 << {1: 30, 2: 21, 3: 12}[level]
+    vm.map_slot(slot)
     it_ipa = img.symbol("iteration")
     vm.write_guest(it_ipa, struct.pack("<Q", 1))
     if mode == "ring":
@@ -67,16 +64,7 @@ def run(mode: str, backing: str, split: str, *, iterations: int = 12, insns: int
             vm.stage2.skip_flush = True
         r = m.run(max_insns=insns)
         assert r.reason in ("budget", "dirty-ring-full"), r
-        if mode == "ring":
-            bitmap = np.zeros(slot.npages, dtype=bool)
-            for s, gfn in vm.dirty_ring.harvest():
-                if s == slot.slot:
-                    bitmap[gfn] = True
-            dirty.reset_dirty_ring(vm)
-        else:
-            bitmap = dirty.get_dirty_log(vm, slot)
-            if mode in ("manual", "initially-set"):
-                dirty.clear_dirty_log(vm, slot, 0, slot.npages, bitmap)
+        bitmap = dirty.collect(vm, slot)
         now = page_words(m, slot)
         changed = now != prev
         for p in np.flatnonzero(changed & ~bitmap):
