@@ -3,12 +3,18 @@
 Python runs only on TLB misses, exits and exceptions: guest code runs at Unicorn speed. Unicorn's
 own TLB only ever caches what the MMU model granted, and is flushed whenever the model's TLB is
 (or when another VMID is loaded), so a stale entry in the model is a stale entry for the guest.
+
+Progress is counted in *steps*: an instruction that retires (run by Unicorn, or completed by the
+hypervisor: an emulated MMIO access, a trapped CP15 write) or an exception entry that retires
+no instruction (an undefined instruction, a BKPT, an injected abort). Budgets, single steps and
+virtual time all count steps, so a guest looping on exception entries still ends.
+
+No guest-visible address is reserved: Unicorn runs with no exit address at all and stops only
+on instruction budgets, exceptions, denied fills, WFI and safe stop requests (emu.stop).
 """
 from __future__ import annotations
 
-import struct
-
-import numpy as np
+from collections import Counter
 from typing import Callable
 
 from unicorn import (UC_ARCH_ARM, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_EXCEPTION,
@@ -17,38 +23,24 @@ from unicorn import (UC_ARCH_ARM, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_EXCE
 from unicorn import arm_const as A
 
 from hyp.arch.descriptors import Prot
-from hyp.arch.exception import CPSR_T, GuestException, enter, lr_offset
+from hyp.arch.exception import CPSR_T, GuestException, enter
 from hyp.arch.fault import Access, Fault
 from hyp.arch.mmu import MMU
-from hyp.arch.syndrome import Syndrome, hsr_hvc
+from hyp.arch.psr import it_advance
 from hyp.arch.walk import Translation, lookup
-from hyp.exits import (BudgetExhausted, DebugStop, Exit, Hypercall, Stage2Abort,
-                       WaitForInterrupt)
+from hyp.exits import BudgetExhausted, DebugStop, Exit, NoProgress, StopRequested, WaitForInterrupt
 from hyp.physmem import PhysMem
 
-from .decode import DecodeError, decode_access, fault_address
-from .icount import Counter
+from . import native
+from .cp15 import CP15, HCR, HCR_TVM, SCR, SCR_HCE
+from .cpu_events import CpuEvents, GuestCrash
+from .icount import Counter as InsnCounter
+from .stop import StopControl
+
+__all__ = ["VCPU", "GuestCrash", "CP15"]
 
 # Unicorn TLB-fill access codes (DESIGN 5).
 _UC_ACCESS = {16: Access.READ, 17: Access.WRITE, 18: Access.FETCH}
-EXIT_SENTINEL = 0xFFFFFFF0          # never executed: keeps Unicorn's own fills off guest pages
-_SENTINEL_PAGE = EXIT_SENTINEL & ~0xFFF
-_SENTINEL_PA = 0xFF_FFFF_F000       # a private host page outside guest-visible memory
-
-# CP15 registers as UC_ARM_REG_CP_REG tuples (cp, is64, sec, crn, crm, opc1, opc2), NS bank.
-CP15 = {
-    "SCTLR": (15, 0, 0, 1, 0, 0, 0),
-    "VBAR": (15, 0, 0, 12, 0, 0, 0),
-    "DFSR": (15, 0, 0, 5, 0, 0, 0),
-    "IFSR": (15, 0, 0, 5, 0, 0, 1),
-    "DFAR": (15, 0, 0, 6, 0, 0, 0),
-    "IFAR": (15, 0, 0, 6, 0, 0, 2),
-    "TTBCR": (15, 0, 0, 2, 0, 0, 2),
-}
-_SCR = (15, 0, 1, 1, 1, 0, 0)
-SCTLR_M = 1 << 0
-SCR_HCE = 1 << 8
-
 _REGS = [A.UC_ARM_REG_R0 + i for i in range(13)] + [A.UC_ARM_REG_SP, A.UC_ARM_REG_LR,
                                                      A.UC_ARM_REG_PC]
 _FETCH_PERMS = UC_PROT_EXEC | UC_PROT_READ
@@ -56,16 +48,12 @@ _DATA_PERMS = {p: (UC_PROT_READ if p & Prot.R else 0) | (UC_PROT_WRITE if p & Pr
                for p in (Prot(v) for v in range(8))}
 _UC_TLB_MAX = 1 << 20            # QEMU's dynamic TLB: 256 entries, doubling up to 2^20
 _GROW_CHUNK = 65_536             # instructions per burst while the TLB needs to grow
-_MAX_CHUNK = 1 << 26
-_WFE_ARM = 0x0320F002          # condition field ignored
-_WFE_THUMB = (0xBF20, 0xF3AF8002)
+_MAX_CHUNK = 1 << 22             # bursts between stop-request checks (~0.1 s of guest code)
+_UNCOUNTED_CHUNK = 1 << 22       # uncounted runs without the native hook: budgeted bursts
+NO_PROGRESS_LIMIT = 10_000       # exception entries in a row with no instruction retired
 
 
-class GuestCrash(Exception):
-    """The guest did something the machine cannot continue from (reported, not a traceback)."""
-
-
-class VCPU:
+class VCPU(CpuEvents):
     """One ARMv7 CPU. `run(budget)` executes guest code until an exit for the hypervisor."""
 
     def __init__(self, mem: PhysMem, mmu: MMU, *, icount: bool = True) -> None:
@@ -75,38 +63,47 @@ class VCPU:
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         uc.mem_map_ptr(mem.base, mem.size, UC_PROT_READ | UC_PROT_WRITE | UC_PROT_EXEC,
                        mem.buf.ctypes.data)
-        # Unicorn fetch-fills the exit page after every run: give it a page of its own.
-        self._sentinel = np.zeros(0x1000, dtype=np.uint8)
-        uc.mem_map_ptr(_SENTINEL_PA, 0x1000, UC_PROT_READ | UC_PROT_EXEC,
-                       self._sentinel.ctypes.data)
-        uc.reg_write(A.UC_ARM_REG_CP_REG, _SCR + (uc.reg_read(A.UC_ARM_REG_CP_REG, _SCR) | SCR_HCE,))
+        uc.reg_write(A.UC_ARM_REG_CP_REG, SCR + (uc.reg_read(A.UC_ARM_REG_CP_REG, SCR) | SCR_HCE,))
+        uc.reg_write(A.UC_ARM_REG_CP_REG, HCR + (HCR_TVM,))
         uc.ctl_exits_enabled(True)
-        uc.ctl_set_exits([EXIT_SENTINEL])
+        uc.ctl_set_exits([])         # no exit address: none of the guest's is reserved
         uc.hook_add(UC_HOOK_TLB_FILL, self._fill)
         uc.hook_add(UC_HOOK_INTR, self._intr)
         self.uc = uc
         self.icount = icount
-        self._counter = Counter(uc) if icount else None
-        self.instructions = 0
+        # Uncounted runs stop at block starts through the native hook; without it they run
+        # in budgeted bursts (identical results, slower).
+        self._native = native.BlockHook(uc) if native.AVAILABLE and not icount else None
+        self._counter = InsnCounter(uc) if self._native is None else None
+        self.stop = StopControl()
+        if self._native is not None:
+            self.stop.bind_native(self._native)
+        self.instructions = 0        # retired (counted runs only, plus completed by the hypervisor)
+        self.entries = 0             # exception entries that retired no instruction
         self._fault: Fault | None = None
         self._intno: int | None = None
         self._loaded_vmid: int | None = None
-        self.stats = {"fills": 0, "denied": 0, "svc": 0, "und": 0, "unicorn_flushes": 0,
-                      "tlb_growth_flushes": 0}
+        self.stats: Counter[str] = Counter()
         self._fills_since_flush = 0
         self._uc_tlb_size = 256
-        self.wall_timeout: float | None = None    # seconds per run, only without icount
+        self._chunk = _GROW_CHUNK
+        self._stalled = 0            # exception entries since the last retired instruction
+        self._stall_mark = 0
         self.exception_observers: list[Callable[[GuestException, int, int], None]] = []
         self._breakpoints: dict[int, int] = {}
         self._skip_bp_at: int | None = None
+        self._pc_t: tuple[int, bool] | None = None
+        self._running = False
+        self.debug_stop: str | None = None     # set by a debug hook that called emu_stop()
         mmu.tlb.listeners.append(self._tlb_flushed)
+
+    @property
+    def progress(self) -> int:
+        """Steps so far: retired instructions plus exception entries (see module doc)."""
+        return self.instructions + self.entries
 
     # ---- the fast path's only Python: TLB misses ----------------------------------------
     def _fill(self, uc, vaddr, access_code, entry, _ud) -> bool:
-        if vaddr & ~0xFFF == _SENTINEL_PAGE:
-            entry.paddr = _SENTINEL_PA        # Unicorn's own post-run fetch, not the guest's
-            entry.perms = UC_PROT_READ | UC_PROT_EXEC
-            return True
         access = _UC_ACCESS[access_code]
         result = self.mmu.fill(vaddr, access)
         self.stats["fills"] += 1
@@ -118,6 +115,9 @@ class VCPU:
         # Never grant X on data fills: stores to X pages take Unicorn's slow path.
         entry.perms = _FETCH_PERMS if access == Access.FETCH else _DATA_PERMS[result.prot]
         self._fills_since_flush += 1
+        if self._native is not None and self._fills_since_flush > 0.7 * self._uc_tlb_size \
+                and self._uc_tlb_size < _UC_TLB_MAX:
+            self._native.request_stop()          # let the TLB grow (at the next block start)
         return True
 
     def _intr(self, uc, intno, _ud) -> None:
@@ -163,8 +163,6 @@ class VCPU:
 
     # PC and the T bit are cached between runs (each reg_read costs ~1.5 us on the fault
     # path); every write through this class drops the cache, a run refreshes it.
-    _pc_t: tuple[int, bool] | None = None
-
     def _pc_thumb(self) -> tuple[int, bool]:
         if self._running or self._pc_t is None:
             pc_t = (self.uc.reg_read(A.UC_ARM_REG_PC), bool(self.get_cpsr() & CPSR_T))
@@ -208,11 +206,24 @@ class VCPU:
         """r0-r15 and CPSR."""
         return [self.reg(i) for i in range(16)] + [self.get_cpsr()]
 
+    def skip_instruction(self, length: int) -> None:
+        """The hypervisor completed the instruction at PC (emulated MMIO, a trapped register
+        write): PC past it, ITSTATE advanced, and it counts as retired (kvm_skip_instr)."""
+        pc, thumb = self.pc, self.thumb
+        if thumb:
+            cpsr = self.get_cpsr()
+            advanced = it_advance(cpsr)
+            if advanced != cpsr:
+                self.set_cpsr(advanced)
+        self.set_pc(pc + length, thumb)
+        self.instructions += 1
+        self._retired()
+
     def read_code(self, va: int, length: int = 4) -> bytes:
         """Side-effect-free read of guest memory by VA for decoding (debug path)."""
         out = b""
         while len(out) < length:
-            a = va + len(out)
+            a = (va + len(out)) & 0xFFFFFFFF
             pa = self.debug_translate(a)
             if pa is None:
                 break
@@ -224,29 +235,59 @@ class VCPU:
         """VA -> PA without side effects (gdb, decoder): the TLB entry if one is cached (what
         the CPU would use), else a walk that fills nothing. None if unmapped."""
         if not self.mmu.stage2_enabled:
-            return va if self.mem.contains(va) else None
+            return va if self.mem.contains(va, 1) else None
         e = self.mmu.tlb.lookup(self.mmu.vmid, va & ~0xFFF)
         if e is not None:
-            return e.pa_page | (va & 0xFFF)
-        t = lookup(self.mem, self.mmu.cfg, va)
-        return t.pa if isinstance(t, Translation) else None
+            pa = e.pa_page | (va & 0xFFF)
+        else:
+            t = lookup(self.mem, self.mmu.cfg, va)
+            pa = t.pa if isinstance(t, Translation) else None
+        return pa if pa is not None and self.mem.contains(pa, 1) else None
 
-    # ---- guest exceptions the hardware delivers without the hypervisor -----------------
-    def take_exception(self, exc: GuestException, lr: int) -> int:
+    # ---- guest exceptions -----------------------------------------------------------------
+    def take_exception(self, exc: GuestException, lr: int, *, retired: bool = False) -> int:
+        """Enter the guest's vector for `exc`. `retired`: the instruction that caused it
+        completed (SVC); otherwise the entry is a step of its own."""
         vector = enter(self, exc, lr)
+        self.stats[f"exc {exc.name.lower()}"] += 1
         for fn in self.exception_observers:
-            fn(exc, lr, vector)
+            fn(exc, lr, vector)                  # at the step index before the entry
+        if not retired:
+            self.entries += 1
+            if self.instructions == self._stall_mark:
+                self._stalled += 1
+            else:
+                self._retired()
+                self._stalled = 1
         return vector
 
+    def _retired(self) -> None:
+        self._stall_mark = self.instructions
+        self._stalled = 0
+
+    @property
+    def exceptions_taken(self) -> int:
+        return sum(v for k, v in self.stats.items() if k.startswith("exc "))
+
     # ---- running ------------------------------------------------------------------------
-    def run(self, budget: int) -> Exit:
-        """Run guest code for at most `budget` instructions; return the first exit."""
+    def run(self, budget: int | None) -> Exit:
+        """Run guest code for at most `budget` steps (None: no limit; an uncounted run
+        ignores it) and return the first exit for the hypervisor."""
+        if not self.icount:
+            budget = None
+        start = self.progress
         while True:
-            # Unicorn's TLB only grows when flushed: a guest whose working set does not fit
-            # would miss on every access for a whole long burst. Bursts start short and double
-            # while the TLB copes; a thrashing chunk triggers a growth flush (a cache refill
-            # only: nothing the guest can see).
-            chunk = min(budget, self._chunk) if self.icount else budget
+            reason = self.stop.poll()
+            if reason is not None:
+                return StopRequested(pc=self.pc, reason=reason)
+            if self._stalled >= NO_PROGRESS_LIMIT:
+                self._stalled = 0
+                return NoProgress(pc=self.pc, entries=NO_PROGRESS_LIMIT)
+            left = None if budget is None else budget - (self.progress - start)
+            if left is not None and left <= 0:
+                return BudgetExhausted(pc=self.pc)
+            chunk = min(left, self._chunk) if left is not None else \
+                (None if self._native is not None else _UNCOUNTED_CHUNK)
             fills = self.stats["fills"]
             exit_ = self._burst(chunk)
             if self._uc_tlb_size < _UC_TLB_MAX and \
@@ -255,40 +296,25 @@ class VCPU:
                 self._chunk = _GROW_CHUNK
             else:
                 self._chunk = min(self._chunk * 2, _MAX_CHUNK)
-            if isinstance(exit_, BudgetExhausted) and chunk < budget:
-                budget -= chunk
-                continue
             if exit_ is not None:
                 self._maybe_grow_unicorn_tlb()
-                # Checked at exits other than stage-2 aborts (the fault path stays short), and
-                # at least every 64th exit: enabling the MMU cannot go unnoticed for long.
-                if (not isinstance(exit_, Stage2Abort) or not self._exits & 63) and \
-                        self.cp15_read("SCTLR") & SCTLR_M:
-                    raise GuestCrash(f"the guest enabled its stage-1 MMU (SCTLR.M=1, PC "
-                                     f"{self.pc:#x}): guest stage 1 is not modelled yet")
                 return exit_
-            budget -= self._last_executed
-            if budget <= 0:          # e.g. an SVC was the budget's last instruction
-                return BudgetExhausted(pc=self.pc)
 
-    _chunk = 65_536
-
-    _exits = 0
-
-    def _burst(self, budget: int) -> Exit | None:
-        self._exits += 1
+    def _burst(self, budget: int | None) -> Exit | None:
+        """One emu_start. Returns an exit for the hypervisor, or None when the machine dealt
+        with the stop itself (budget chunk, guest exception, hint, emulated trap)."""
         self._fault = None
         self._intno = None
+        self.stats["bursts"] += 1
+        if self._native is not None:
+            self._blocks_at_start = self._native.blocks
         begin = self.pc | (1 if self.thumb else 0)
         err = None
         self._running = True
         self._pc_t = None
+        self.stop.running = True
         try:
-            if self.icount:
-                self.uc.emu_start(begin, EXIT_SENTINEL, count=budget)
-            else:   # no budget without counting: only a wall-clock guard stops a runaway guest
-                timeout_us = int(self.wall_timeout * 1e6) if self.wall_timeout else 0
-                self.uc.emu_start(begin, EXIT_SENTINEL, timeout=timeout_us)
+            self.uc.emu_start(begin, 0, count=budget or 0)
         except UcError as e:
             err = e
         finally:
@@ -297,75 +323,53 @@ class VCPU:
         if hook_exc is not None:
             self.uc._hook_exception = None
             raise hook_exc
-        counted = self._counter.value if self._counter else 0
+        counting = budget is not None
+        counted = self._counter.value if counting else 0
         pc, thumb = self.pc, self.thumb
+        stopped = self._native.take_stopped() if self._native is not None else False
         if err is not None and err.errno == UC_ERR_EXCEPTION and self._fault is not None:
             fault = self._fault
-            executed = counted if fault.access == Access.FETCH else counted - 1
-            self._account(executed)
+            self._account(counted if fault.access == Access.FETCH else counted - 1, counting)
             return self._abort_exit(fault, pc, thumb)
         if err is not None and err.errno == UC_ERR_INSN_INVALID:
-            self._account(counted - 1)
-            wfe_len = self._wfe_length(pc, thumb)
-            if wfe_len:
-                self.set_pc(pc + wfe_len, thumb)   # WFE with no event source: a NOP
-                self._account(1)
-                return None
-            self.stats["und"] += 1
-            self.take_exception(GuestException.UNDEFINED, pc + lr_offset(GuestException.UNDEFINED, thumb))
-            return None
+            return self._invalid(pc, thumb, begin & ~1, counted, counting)
         if err is not None:
             raise GuestCrash(f"unicorn stopped at PC {pc:#x}: {err}")
         if self._intno is not None:
-            intno = self._intno
-            if intno == 11:                      # HVC: PC is past it
-                self._account(counted)
-                imm = self._hvc_imm(pc, thumb)
-                return Hypercall(imm=imm, hsr=hsr_hvc(imm), pc=pc)
-            if intno == 2:                       # SVC: PC is past it
-                self._account(counted)
-                self.stats["svc"] += 1
-                self.take_exception(GuestException.SVC, pc)
-                return None
-            if intno in (7, 13):                 # BKPT / SMC: undefined to this guest
-                self._account(counted - 1 if intno == 7 else counted)
-                ret = pc + (2 if thumb else 4) if intno == 7 else pc
-                self.take_exception(GuestException.UNDEFINED if intno == 13 else
-                                    GuestException.PREFETCH_ABORT, ret)
-                return None
-            raise GuestCrash(f"unexpected CPU exception {intno} at PC {pc:#x}")
-        if self.icount and counted > budget:
+            return self._interrupt(self._intno, pc, thumb, counted, counting)
+        if counting and counted > budget:
             # Unicorn counts an instruction before running it and stops there: `budget` ran.
             # (Thumb IT blocks cannot be split: Unicorn may then run and count a few more;
             # see README "Known limitations".)
-            self._account(budget)
-            return BudgetExhausted(pc=pc)
+            self._account(budget, counting)
+            return None
         if self.debug_stop is not None:
             # A debug hook stopped before the instruction at PC ran (it was counted).
-            self._account(counted - 1)
+            self._account(counted - 1, counting)
             reason, self.debug_stop = self.debug_stop, None
             return DebugStop(pc=pc, reason=reason)
-        self._account(counted)
-        if not self.icount and self.wall_timeout and not self._is_after_wfi(pc, thumb):
-            return BudgetExhausted(pc=pc)       # Unicorn's wall-clock timeout expired
+        self._account(counted, counting)
+        if stopped:
+            return None              # a stop request (or TLB growth): run() looks at why
         return WaitForInterrupt(pc=pc)
 
     _last_executed = 0
-    _running = False
-    debug_stop: str | None = None     # set by a debug hook that called emu_stop()
 
-    def _is_after_wfi(self, pc: int, thumb: bool) -> bool:
-        if thumb:
-            code = self.read_code(pc - 2, 2)
-            return code == b"\x30\xbf"
-        code = self.read_code(pc - 4, 4)
-        return len(code) == 4 and struct.unpack("<I", code)[0] & 0x0FFFFFFF == 0x0320F003
+    def _account(self, n: int, counting: bool = True) -> None:
+        """`n` instructions retired in the burst (known only when the burst was counted)."""
+        if not counting:
+            return
+        self._last_executed = max(0, n)
+        if n > 0:
+            self._skip_bp_at = None              # the resumed instruction has run
+            self.instructions += self._last_executed
+            self._retired()
 
     def insn_index(self) -> int:
-        """Instructions completed so far, exact even from inside a hook during a run."""
+        """Steps completed so far, exact even from inside a hook during a run."""
         if self._running and self._counter is not None:
-            return self.instructions + max(0, self._counter.value - 1)
-        return self.instructions
+            return self.progress + max(0, self._counter.value - 1)
+        return self.progress
 
     # ---- debugging: breakpoints as PC checks (guest memory is never patched) ------------
     def add_breakpoint(self, addr: int, callback: Callable[[int], bool] | None = None) -> None:
@@ -374,6 +378,7 @@ class VCPU:
         addr &= ~1
         if addr in self._breakpoints:
             return
+
         def hit(uc, address, size, _ud):
             if self._skip_bp_at == address:
                 self._skip_bp_at = None          # resuming from this breakpoint
@@ -413,60 +418,3 @@ class VCPU:
             return 4
         first = int.from_bytes(self.read_code(pc, 2), "little")
         return 4 if first >> 11 in (0b11101, 0b11110, 0b11111) else 2
-
-    def _wfe_length(self, pc: int, thumb: bool) -> int:
-        code = self.read_code(pc, 4)
-        if thumb:
-            if len(code) >= 2 and struct.unpack_from("<H", code)[0] == _WFE_THUMB[0]:
-                return 2
-            if len(code) == 4:
-                hw1, hw2 = struct.unpack("<HH", code)
-                if (hw1 << 16 | hw2) == _WFE_THUMB[1]:
-                    return 4
-            return 0
-        return 4 if len(code) == 4 and struct.unpack("<I", code)[0] & 0x0FFFFFFF == _WFE_ARM else 0
-
-    def _account(self, n: int) -> None:
-        self._last_executed = max(0, n)
-        if n > 0:
-            self._skip_bp_at = None              # the resumed instruction has run
-        self.instructions += self._last_executed
-
-    def _hvc_imm(self, pc_after: int, thumb: bool) -> int:
-        if thumb:
-            hw = self.read_code(pc_after - 4, 4)
-            first, second = struct.unpack("<HH", hw)
-            return ((first & 0xF) << 12) | (second & 0xFFF)
-        word = struct.unpack("<I", self.read_code(pc_after - 4, 4))[0]
-        return ((word >> 4) & 0xFFF0) | (word & 0xF)
-
-    def _abort_exit(self, fault: Fault, pc: int, thumb: bool) -> Stage2Abort:
-        serial = self._exits
-        # The bytes now (the handler may unmap the code page); the decode itself waits.
-        code = b"" if fault.access == Access.FETCH else self.read_code(pc, 4)
-
-        def resolve() -> tuple[Fault, Syndrome, object]:
-            if self._exits != serial:
-                raise RuntimeError("a stage-2 abort's syndrome was decoded after the vCPU "
-                                   "ran again: decode it while handling the exit")
-            return self._decode_abort(fault, pc, thumb, code)
-        return Stage2Abort(fault, pc, thumb, resolve)
-
-    def _decode_abort(self, fault: Fault, pc: int, thumb: bool,
-                      code: bytes) -> tuple[Fault, Syndrome, object]:
-        """The exact faulting VA and the ISS, from the instruction at PC (capstone)."""
-        page = fault.va & ~0xFFF
-        info = None
-        if fault.access == Access.FETCH:
-            va = pc if (pc & ~0xFFF) == page else page
-        else:
-            try:
-                info = decode_access(code, pc, thumb, self.reg, page, cpsr=self.get_cpsr())
-            except DecodeError as e:
-                raise GuestCrash(f"data abort at PC {pc:#x} by an instruction we cannot "
-                                 f"decode: {e}") from None
-            va = fault_address(info, page)
-        fault = Fault(type=fault.type, level=fault.level, access=fault.access,
-                      ipa=(fault.ipa & ~0xFFF) | (va & 0xFFF), stage=fault.stage,
-                      s1ptw=fault.s1ptw, va=va, desc_pa=fault.desc_pa)
-        return fault, Syndrome.for_fault(fault, info), info

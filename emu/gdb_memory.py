@@ -52,7 +52,7 @@ def write_memory(vm, cpu, va: int, data: bytes) -> bool:
         pieces.append((ipa, data[done:done + n]))
         done += n
     for ipa, chunk in pieces:
-        vm.write_guest(ipa, chunk)
+        vm.write_guest(ipa, chunk, debugger=True)
     if data:
         cpu.flush_translations()            # all of it: no TLB fill (see there)
     return True

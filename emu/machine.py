@@ -112,6 +112,6 @@ class Machine:
                 f"stage-2 faults {sum(faults.values())} ({fault_txt}), "
                 f"MMIO {st['mmio read'] + st['mmio write']} (read {st['mmio read']}, "
                 f"write {st['mmio write']}), hypercalls {st['hvc']}, "
-                f"guest exceptions {self.cpu.stats['svc'] + self.cpu.stats['und'] + st['inject pabt']}, "
+                f"guest exceptions {self.cpu.exceptions_taken}, "
                 f"TLB flushes {self.host.tlb.stats['flush_vmid'] + self.host.tlb.stats['flush_all_nsnh']}, "
                 f"virtual time {self.vm.clock.now_ns() / 1e6:.3f} ms")

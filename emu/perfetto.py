@@ -4,9 +4,10 @@
     ... machine.vcpu.run(...); exporter.harvest(pages) after each dirty-log harvest ...
     exporter.write("run.json")
 
-Time is VIRTUAL (hyp.vtime: guest instructions x ns_per_insn + sleeps), in microseconds as the
-format wants (`ts` = vm.clock.now_ns() / 1000); it never reads the wall clock, so two runs give
-the same file. One process (the VM), four tracks:
+Time is VIRTUAL (hyp.vtime: guest steps x ns_per_insn + sleeps), in microseconds as the
+format wants; it never reads the wall clock, so two runs give the same file. Events are kept in
+integer nanoseconds and written as exact decimals (`ts` 11.839 is 11839 ns, never a float
+rounding of it), so a slice ends exactly where the next one starts. One process (the VM), four tracks:
 
   vCPU 0          "guest" slices while guest code runs (duration = instructions executed),
                   one slice per exit named "<exit>: <outcome>" (e.g. "data-abort: dirty",
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import TextIO
 
 from hyp.arch.fault import FaultType
@@ -38,7 +40,7 @@ _TRACKS = {TID_VCPU: "vCPU 0", TID_FAULTS: "stage-2 faults", TID_DIRTY: "dirty l
            TID_TLB: "TLB"}
 _FAULT = {FaultType.ADDRESS_SIZE: "address-size", FaultType.TRANSLATION: "translation",
           FaultType.ACCESS_FLAG: "access-flag", FaultType.PERMISSION: "permission",
-          FaultType.EXTERNAL_WALK: "external-walk"}
+          FaultType.EXTERNAL: "external", FaultType.EXTERNAL_WALK: "external-walk"}
 
 
 class PerfettoExporter:
@@ -50,7 +52,7 @@ class PerfettoExporter:
         self.events: list[dict] = []
         clock = machine.vm.clock
         # cpu.instructions - clock.instructions: the clock catches up after each cpu.run
-        self._insn_offset = machine.cpu.instructions - clock.instructions
+        self._insn_offset = machine.cpu.progress - clock.instructions
         self._resume_ns = clock.now_ns()
         self._exit: tuple[int, object, dict, dict | None] | None = None
         self._flush_reason: str | None = None
@@ -82,8 +84,10 @@ class PerfettoExporter:
                 lst.remove(fn)
         self._subs = []
 
-    def trace(self) -> dict:
-        """The Chrome trace-event object: metadata first, then every event sorted by ts."""
+    def trace(self, exact: bool = False) -> dict:
+        """The Chrome trace-event object: metadata first, then every event sorted by ts.
+        `ts`/`dur` are microseconds as floats (or, with `exact`, placeholders that `write`
+        turns into exact decimal text)."""
         self._finish_exit("error")
         meta: list[dict] = [{"name": "process_name", "ph": "M", "ts": 0, "pid": PID, "tid": 0,
                              "args": {"name": f"s2emu {self.m.vm.name} (virtual time)"}}]
@@ -92,19 +96,26 @@ class PerfettoExporter:
                          "args": {"name": name}})
             meta.append({"name": "thread_sort_index", "ph": "M", "ts": 0, "pid": PID,
                          "tid": tid, "args": {"sort_index": tid}})
-        events = sorted(self.events, key=lambda e: e["ts"])          # stable
+        conv = _exact if exact else (lambda ns: ns / 1000)
+        events = []
+        for e in sorted(self.events, key=lambda e: e["ts"]):         # stable
+            e = dict(e, ts=conv(e["ts"]))
+            if "dur" in e:
+                e["dur"] = conv(e["dur"])
+            events.append(e)
         return {"traceEvents": meta + events, "displayTimeUnit": "ns",
-                "otherData": {"clock": "virtual: guest instructions x ns_per_insn + sleeps",
+                "otherData": {"clock": "virtual: guest steps x ns_per_insn + sleeps",
                               "ns_per_insn": self.m.vm.clock.ns_per_insn}}
 
     def write(self, path: str | os.PathLike | TextIO) -> None:
-        """Write the JSON to a path or an open text file."""
-        data = self.trace()
+        """Write the JSON to a path or an open text file (times as exact decimals)."""
+        text = _EXACT_RE.sub(_exact_text, json.dumps(self.trace(exact=True),
+                                                     separators=(",", ":")))
         if hasattr(path, "write"):
-            json.dump(data, path, separators=(",", ":"))
+            path.write(text)
             return
         with open(path, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"))
+            f.write(text)
 
     # ---- events ------------------------------------------------------------------------
     def _now_ns(self) -> int:
@@ -114,8 +125,9 @@ class PerfettoExporter:
         lag = self.m.cpu.insn_index() - self._insn_offset - clock.instructions
         return clock.now_ns() + max(0, lag) * clock.ns_per_insn
 
-    def _ts(self, ns: int | None = None) -> float:
-        return (self._now_ns() if ns is None else ns) / 1000
+    def _ts(self, ns: int | None = None) -> int:
+        """Event times are kept in integer ns until written."""
+        return self._now_ns() if ns is None else ns
 
     def _instant(self, tid: int, name: str, args: dict, ns: int | None = None) -> dict:
         ev = {"name": name, "ph": "i", "s": "t", "ts": self._ts(ns), "pid": PID, "tid": tid,
@@ -125,7 +137,7 @@ class PerfettoExporter:
 
     def _slice(self, name: str, start_ns: int, end_ns: int, args: dict) -> None:
         self.events.append({"name": name, "ph": "X", "ts": self._ts(start_ns),
-                            "dur": (end_ns - start_ns) / 1000, "pid": PID, "tid": TID_VCPU,
+                            "dur": end_ns - start_ns, "pid": PID, "tid": TID_VCPU,
                             "args": args})
 
     def _counter(self) -> None:
@@ -199,6 +211,19 @@ class PerfettoExporter:
         self._instant(TID_VCPU, f"exc {exception_name(exc)}",
                       {"lr": f"{lr:#010x}", "vector": f"{vector:#010x}",
                        "injected": self._exit is not None})
+
+
+_EXACT_RE = re.compile(r'"@ns:(\d+)@"')
+
+
+def _exact(ns: int) -> str:
+    return f"@ns:{ns}@"
+
+
+def _exact_text(m: re.Match) -> str:
+    """ns -> microseconds as a decimal number with three places: exact, no float rounding."""
+    ns = int(m.group(1))
+    return f"{ns // 1000}.{ns % 1000:03d}"
 
 
 __all__ = ["PerfettoExporter"]

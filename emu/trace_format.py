@@ -108,7 +108,7 @@ FORMATS = ("text", "jsonl")
 ACCESS_NAMES = {Access.READ: "R", Access.WRITE: "W", Access.FETCH: "X"}
 FAULT_NAMES = {FaultType.ADDRESS_SIZE: "address-size", FaultType.TRANSLATION: "translation",
                FaultType.ACCESS_FLAG: "access-flag", FaultType.PERMISSION: "permission",
-               FaultType.EXTERNAL_WALK: "external-walk"}
+               FaultType.EXTERNAL: "external", FaultType.EXTERNAL_WALK: "external-walk"}
 _EXC = {GuestException.UNDEFINED: "und", GuestException.SVC: "svc",
         GuestException.PREFETCH_ABORT: "pabt", GuestException.DATA_ABORT: "dabt",
         GuestException.IRQ: "irq", GuestException.FIQ: "fiq"}

@@ -1,6 +1,7 @@
 """Stage-2 abort handling: KVM's kvm_handle_guest_abort / user_mem_abort (arch/arm/kvm/mmu.c)."""
 from __future__ import annotations
 
+from .arch import fsr
 from .arch.descriptors import Prot
 from .arch.exception import GuestException
 from .arch.fault import FaultType
@@ -8,7 +9,7 @@ from .dirty import mark_dirty
 from .exits import Stage2Abort
 from .mmio import MmioError, emulate
 
-IFSR_EXTABT = 0x8       # short-descriptor "synchronous external abort" (KVM inject_abt32)
+TTBCR_EAE = 1 << 31
 
 
 class HypervisorError(Exception):
@@ -16,9 +17,11 @@ class HypervisorError(Exception):
 
 
 def inject_pabt(vcpu, va: int) -> None:
-    """kvm_inject_pabt: an external abort taken to the guest's prefetch abort vector."""
+    """kvm_inject_pabt (inject_abt32): a synchronous external abort taken to the guest's
+    prefetch abort vector, IFSR in the format the guest's TTBCR.EAE selects (0x8, or 0x210)."""
+    lpae = bool(vcpu.cp15_read("TTBCR") & TTBCR_EAE)
     vcpu.cp15_write("IFAR", va)
-    vcpu.cp15_write("IFSR", IFSR_EXTABT)
+    vcpu.cp15_write("IFSR", fsr.fsr(fsr.Status.EXTERNAL, lpae=lpae))
     vcpu.take_exception(GuestException.PREFETCH_ABORT, vcpu.pc + 4)
 
 
@@ -31,6 +34,10 @@ def handle(vm, vcpu, ex: Stage2Abort) -> str:
     vm.stats[f"s2 {kind}"] += 1
     if f.type in (FaultType.ADDRESS_SIZE, FaultType.EXTERNAL_WALK):
         raise HypervisorError(f"{ex.fault.describe()}: stage-2 tables are broken")
+    if f.type is FaultType.EXTERNAL:
+        where = f" by the descriptor at PA {f.desc_pa:#x}" if f.desc_pa is not None else ""
+        raise HypervisorError(f"{ex.fault.describe()}: the level-{f.level} stage-2 leaf for "
+                              f"IPA {f.ipa & ~0xFFF:#x}{where} maps a PA outside host memory")
     slot = vm.memslot(f.ipa)
     if slot is None or (f.write and slot.readonly):
         if f.fetch:

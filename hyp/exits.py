@@ -73,4 +73,21 @@ class DebugStop:
     reason: str
 
 
-Exit = Stage2Abort | Hypercall | WaitForInterrupt | BudgetExhausted | DebugStop
+@dataclass(frozen=True)
+class StopRequested:
+    """A stop was requested (emu.stop): Ctrl-C ("interrupt") or a wall-clock "timeout".
+    The guest stopped at an instruction boundary; nothing is half-done."""
+    pc: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class NoProgress:
+    """The guest took `entries` exception entries in a row without retiring one instruction
+    (e.g. its vector is itself undefined, or unexecutable): it can never make progress."""
+    pc: int
+    entries: int
+
+
+Exit = (Stage2Abort | Hypercall | WaitForInterrupt | BudgetExhausted | DebugStop | StopRequested
+        | NoProgress)

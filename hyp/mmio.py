@@ -61,7 +61,8 @@ class MmioAccess:
 
 def emulate(bus: Bus, hsr: int, ipa: int, vcpu) -> MmioAccess:
     """Perform the load/store the syndrome describes; writes Rt for loads and skips the
-    instruction (PC += 2 or 4 by HSR.IL). Needs ISV=1, as KVM does."""
+    instruction (PC += 2 or 4 by HSR.IL, ITSTATE advanced: it retires). Needs ISV=1, as KVM
+    does."""
     f = decode_hsr(hsr)
     if not f["ISV"]:
         raise MmioError(f"MMIO access at IPA {ipa:#x} by an instruction without a valid "
@@ -80,5 +81,5 @@ def emulate(bus: Bus, hsr: int, ipa: int, vcpu) -> MmioAccess:
         if f["SSE"] and value & (1 << (8 * size - 1)):
             value -= 1 << (8 * size)
         vcpu.set_reg(rt, value & 0xFFFFFFFF)
-    vcpu.set_pc(vcpu.pc + (4 if f["IL"] else 2), vcpu.thumb)
+    vcpu.skip_instruction(4 if f["IL"] else 2)
     return MmioAccess(ipa, size, bool(f["WnR"]), value & 0xFFFFFFFF, region.device.name)

@@ -8,15 +8,18 @@ from typing import Callable
 
 from . import abort, hypercall
 from .dirty import DirtyLogError
-from .exits import BudgetExhausted, DebugStop, Hypercall, Stage2Abort, WaitForInterrupt
+from .exits import (BudgetExhausted, DebugStop, Hypercall, NoProgress, Stage2Abort,
+                    StopRequested, WaitForInterrupt)
 
 SLICE = 5_000_000           # instructions per entry when nothing else bounds the run
 
 
 @dataclass
 class RunResult:
-    """Why `run` returned. reason: off, reset, budget (max_insns reached), timeout, wfi,
-    debug (a debugger stop), error (message in `error`)."""
+    """Why `run` returned. reason: off, reset, budget (max_insns reached), time (until_ns
+    reached), timeout (wall clock), interrupt (a stop request, e.g. Ctrl-C), wfi, debug (a
+    debugger stop), dirty-ring-full, error (message in `error`). `instructions` counts steps:
+    retired instructions and exception entries (emu.cpu)."""
     reason: str
     instructions: int
     error: str | None = None
@@ -38,48 +41,62 @@ class Vcpu:
 
     def run(self, max_insns: int | None = None, timeout: float | None = None,
             slice_insns: int = SLICE, until_ns: int | None = None) -> RunResult:
-        """Run until the guest powers off, `max_insns` more instructions ran, virtual time
-        reaches `until_ns`, the dirty ring is (soft-)full, or an error.
+        """Run until the guest powers off, `max_insns` more steps ran, virtual time reaches
+        `until_ns`, the dirty ring is (soft-)full, a stop is requested (cpu.stop: Ctrl-C, or
+        the `timeout`), or an error.
 
-        `timeout` (seconds of wall clock) is the only place the wall clock is read: it is a
-        user-facing guard, checked between slices, and never influences guest-visible state."""
+        `timeout` (seconds of wall clock) is the only place the wall clock is read: a
+        user-facing guard that stops the guest at a safe point (emu.stop) and never
+        influences guest-visible state."""
         cpu, vm = self.cpu, self.vm
-        start = cpu.instructions
-        deadline = time.monotonic() + timeout if timeout else None
-        if timeout and not getattr(cpu, "icount", True):
-            cpu.wall_timeout = min(timeout, 1.0)     # slices for the deadline check
-        while True:
-            ring = vm.dirty_ring
-            if ring is not None and ring.soft_full:
-                return RunResult("dirty-ring-full", cpu.instructions - start)
-            budget = slice_insns
-            if max_insns is not None:
-                left = max_insns - (cpu.instructions - start)
-                if left <= 0:
-                    return RunResult("budget", cpu.instructions - start)
-                budget = min(budget, left)
-            if until_ns is not None:
-                left_ns = until_ns - vm.clock.now_ns()
-                if left_ns <= 0:
-                    return RunResult("time", cpu.instructions - start)
-                budget = max(1, min(budget, left_ns // vm.clock.ns_per_insn))
-            self._enter()
-            before = cpu.instructions
-            ex = cpu.run(budget)
-            vm.clock.instructions += cpu.instructions - before
-            vm.stats["exits"] += 1
-            for fn in self.observers:
-                fn("exit", ex, None)              # before the hypervisor acts
-            try:
-                outcome = self._handle(ex)
-            except (abort.HypervisorError, DirtyLogError) as e:
-                return RunResult("error", cpu.instructions - start, str(e), ex)
-            for fn in self.observers:
-                fn("handled", ex, outcome)         # after: map/dirty/mmio/inject/af/hvc/...
-            if outcome in ("off", "reset", "wfi", "debug"):
-                return RunResult(outcome, cpu.instructions - start, exit=ex)
-            if deadline is not None and time.monotonic() > deadline:
-                return RunResult("timeout", cpu.instructions - start, exit=ex)
+        counted = getattr(cpu, "icount", True)
+        start = cpu.progress
+        stop = cpu.stop
+        stop.set_deadline(time.monotonic() + timeout if timeout else None)
+        stop.running = True
+        try:
+            while True:
+                reason = stop.take()
+                if reason is not None:
+                    return RunResult(reason, cpu.progress - start)
+                ring = vm.dirty_ring
+                if ring is not None and ring.soft_full:
+                    return RunResult("dirty-ring-full", cpu.progress - start)
+                budget = slice_insns
+                if max_insns is not None:
+                    left = max_insns - (cpu.progress - start)
+                    if left <= 0:
+                        return RunResult("budget", cpu.progress - start)
+                    budget = min(budget, left)
+                if until_ns is not None:
+                    left_ns = until_ns - vm.clock.now_ns()
+                    if left_ns <= 0:
+                        return RunResult("time", cpu.progress - start)
+                    budget = max(1, min(budget, left_ns // vm.clock.ns_per_insn))
+                self._enter()
+                before = cpu.progress
+                ex = cpu.run(budget)
+                if counted:
+                    vm.clock.instructions += cpu.progress - before
+                    before = cpu.progress
+                vm.stats["exits"] += 1
+                for fn in self.observers:
+                    fn("exit", ex, None)              # before the hypervisor acts
+                try:
+                    outcome = self._handle(ex)
+                except (abort.HypervisorError, DirtyLogError) as e:
+                    return RunResult("error", cpu.progress - start, str(e), ex)
+                if counted:                           # emulated instructions, injections
+                    vm.clock.instructions += cpu.progress - before
+                for fn in self.observers:
+                    fn("handled", ex, outcome)         # after: map/dirty/mmio/inject/af/hvc/...
+                if outcome in ("off", "reset", "wfi", "debug"):
+                    return RunResult(outcome, cpu.progress - start, exit=ex)
+                if outcome == "stuck":
+                    return RunResult("error", cpu.progress - start, _stuck(cpu, ex), ex)
+        finally:
+            stop.running = False
+            stop.set_deadline(None)
 
     def _handle(self, ex) -> str:
         vm = self.vm
@@ -96,4 +113,14 @@ class Vcpu:
             return "wfi"
         if isinstance(ex, DebugStop):
             return "debug"
+        if isinstance(ex, StopRequested):
+            return "slice"                   # the request is taken at the top of the loop
+        if isinstance(ex, NoProgress):
+            return "stuck"
         raise TypeError(f"unknown exit {ex!r}")
+
+
+def _stuck(cpu, ex: NoProgress) -> str:
+    return (f"no progress: the guest took {ex.entries} exception entries in a row without "
+            f"completing an instruction (now at PC {ex.pc:#x}: its exception vectors "
+            f"cannot run)")

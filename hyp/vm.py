@@ -12,6 +12,10 @@ from .physmem import PAGE_SIZE
 from .stage2 import Stage2
 from .vtime import VirtualClock
 
+class GuestMemoryError(ValueError):
+    """A hypervisor access to guest memory outside (writable) RAM: nothing was done."""
+
+
 HCR_VM_ON = 1                   # HCR.VM (B4.1.65); KVM also sets TSC/TWI/AMO/IMO/FMO...
 
 
@@ -105,10 +109,13 @@ class VM:
             ipa = (ipa & ~(size - 1)) + size
 
     # ---- guest memory from the hypervisor's side ------------------------------------
-    def _slot_for_range(self, ipa: int, length: int) -> Memslot:
+    def _slot_for_range(self, ipa: int, length: int, *, write: bool = False) -> Memslot:
         slot = self.memslot(ipa)
         if slot is None or ipa + length > slot.end:
-            raise ValueError(f"IPA range {ipa:#x}+{length} is not RAM")
+            raise GuestMemoryError(f"IPA range {ipa:#x}+{length} is not RAM")
+        if write and slot.readonly:
+            raise GuestMemoryError(f"IPA range {ipa:#x}+{length} is in read-only memslot "
+                                   f"{slot.name}")
         return slot
 
     def read_guest(self, ipa: int, length: int) -> bytes:
@@ -116,10 +123,12 @@ class VM:
         slot = self._slot_for_range(ipa, length)
         return self.host.mem.read(slot.pa_of(ipa), length)
 
-    def write_guest(self, ipa: int, data: bytes) -> None:
+    def write_guest(self, ipa: int, data: bytes, *, debugger: bool = False) -> None:
         """A write the hypervisor makes into guest RAM (device, hypercall, debugger): the
-        pages are marked dirty, or migration would lose them (DESIGN 3)."""
-        slot = self._slot_for_range(ipa, len(data))
+        pages are marked dirty, or migration would lose them (DESIGN 3). Read-only memslots
+        (flash) refuse it, as KVM's kvm_write_guest does: GuestMemoryError, nothing written -
+        except for a `debugger`, which may patch flash as QEMU's gdbstub does."""
+        slot = self._slot_for_range(ipa, len(data), write=not debugger)
         self.host.mem.write(slot.pa_of(ipa), data)
         if data:
             first = slot.gfn(ipa)

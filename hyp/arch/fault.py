@@ -18,6 +18,7 @@ class FaultType(enum.Enum):
     TRANSLATION = 0b0001
     ACCESS_FLAG = 0b0010
     PERMISSION = 0b0011
+    EXTERNAL = 0b0100           # synchronous external abort (0b010000: no level)
     EXTERNAL_WALK = 0b0101      # synchronous external abort on a translation table walk
 
 
@@ -42,7 +43,10 @@ class Fault:
 
     @property
     def fsc(self) -> int:
-        """Long-descriptor fault status code: 0bTTTTLL (DFSC/IFSC, B3.13.3)."""
+        """Long-descriptor fault status code: 0bTTTTLL (DFSC/IFSC, B3.13.3); a synchronous
+        external abort that is not on a walk has no level: 0b010000."""
+        if self.type is FaultType.EXTERNAL:
+            return 0b010000
         return (self.type.value << 2) | (self.level & 3)
 
     @property
@@ -56,6 +60,7 @@ class Fault:
     def describe(self) -> str:
         what = {FaultType.ADDRESS_SIZE: "address size", FaultType.TRANSLATION: "translation",
                 FaultType.ACCESS_FLAG: "access flag", FaultType.PERMISSION: "permission",
+                FaultType.EXTERNAL: "external abort",
                 FaultType.EXTERNAL_WALK: "external abort on walk"}[self.type]
         kind = "fetch" if self.fetch else ("write" if self.write else "read")
         s = f"stage-{self.stage} {what} fault, level {self.level}, {kind} IPA {self.ipa:#x}"

@@ -60,6 +60,11 @@ class MMU:
         if isinstance(result, Fault):
             return Fault(type=result.type, level=result.level, access=access, ipa=result.ipa,
                          va=va, desc_pa=result.desc_pa)
+        if not self.mem.contains(result.page_pa, 0x1000):
+            # The leaf maps a PA where there is no memory: the access itself aborts (a
+            # synchronous external abort), whoever wrote the descriptor.
+            return Fault(type=FaultType.EXTERNAL, level=result.level, access=access,
+                         ipa=result.ipa, va=va, desc_pa=result.desc_pa)
         entry = TLBEntry(vmid=vmid, va_page=va_page, ipa_page=ipa, pa_page=result.page_pa,
                          prot=result.prot, level=result.level)
         self.tlb.insert(entry)

@@ -36,6 +36,7 @@ class Translation:
     prot: Prot
     desc: int
     steps: list[WalkStep] = field(default_factory=list)
+    desc_pa: int | None = None       # host PA of the leaf descriptor
 
     @property
     def size(self) -> int:
@@ -106,7 +107,8 @@ def translate(mem, cfg: S2Config, ipa: int, access: Access, *,
             return fault(FaultType.PERMISSION, level, desc_pa)
         size = 1 << shift
         pa = (desc & _ADDR & ~(size - 1)) | (ipa & (size - 1))
-        return Translation(ipa=ipa, pa=pa, level=level, prot=prot, desc=desc, steps=steps)
+        return Translation(ipa=ipa, pa=pa, level=level, prot=prot, desc=desc, steps=steps,
+                           desc_pa=desc_pa)
 
 
 def lookup(mem, cfg: S2Config, ipa: int) -> Translation | Fault:

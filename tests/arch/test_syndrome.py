@@ -160,6 +160,11 @@ def test_rejects_inconsistent_input(call: object) -> None:
         call()
 
 
+def _fsc(type_: FaultType, level: int) -> int:
+    """Table B3-24: 0bTTTTLL, except a synchronous external abort not on a walk: 0b010000."""
+    return 0b010000 if type_ is FaultType.EXTERNAL else type_.value << 2 | level
+
+
 @given(type_=st.sampled_from(FaultType), level=st.integers(0, 3), write=st.booleans(),
        s1ptw=st.booleans(), isv=st.booleans(), size=st.sampled_from([1, 2, 4]),
        sse=st.booleans(), rt=st.integers(0, 14), il32=st.booleans())
@@ -172,7 +177,7 @@ def test_data_abort_round_trip(type_: FaultType, level: int, write: bool, s1ptw:
     assert fields == {"EC": 0x24, "IL": int(valid and il32), "ISV": int(valid),
                       "SAS": sas if valid else 0, "SSE": int(valid and sse),
                       "SRT": rt if valid else 0, "EA": 0, "CM": 0, "S1PTW": int(s1ptw),
-                      "WnR": int(write), "DFSC": type_.value << 2 | level}
+                      "WnR": int(write), "DFSC": _fsc(type_, level)}
 
 
 @given(type_=st.sampled_from(FaultType), level=st.integers(0, 3), s1ptw=st.booleans(),
@@ -180,6 +185,6 @@ def test_data_abort_round_trip(type_: FaultType, level: int, write: bool, s1ptw:
 def test_prefetch_hvc_hpfar_round_trip(type_: FaultType, level: int, s1ptw: bool, imm16: int,
                                        ipa: int) -> None:
     assert decode_hsr(hsr_prefetch_abort(fault(type_, level, FE, s1ptw))) == {
-        "EC": 0x20, "IL": 0, "EA": 0, "S1PTW": int(s1ptw), "IFSC": type_.value << 2 | level}
+        "EC": 0x20, "IL": 0, "EA": 0, "S1PTW": int(s1ptw), "IFSC": _fsc(type_, level)}
     assert decode_hsr(hsr_hvc(imm16)) == {"EC": 0x12, "IL": 1, "imm16": imm16}
     assert hpfar(ipa) == (ipa >> 12) << 4

@@ -78,7 +78,8 @@ def test_faults_guest_provokes_every_kind():
     assert ("map", 0x80000006, 0x00040000, 0x04000000) in s
     assert ("inject", 0x8000000F, 0x00040000, 0x04000000) in s
     assert m.vm.stats["inject pabt"] == 1
-    assert m.cpu.stats["svc"] == 1 and m.cpu.stats["und"] == 1
+    assert m.cpu.stats["exc svc"] == 1 and m.cpu.stats["exc undefined"] == 1
+    assert m.cpu.stats["exc prefetch_abort"] == 1 and m.cpu.exceptions_taken == 3
 
 
 def test_thumb_16bit_mmio_store_has_il0():

@@ -33,6 +33,8 @@ def vm_with_ram():
     pytest.param(hc.PSCI_SYSTEM_RESET, (), None, "reset", id="system-reset"),
     pytest.param(hc.PSCI_FEATURES, (hc.PSCI_SYSTEM_OFF,), 0, None, id="features-known"),
     pytest.param(hc.PSCI_FEATURES, (0x84000055,), 0xFFFFFFFF, None, id="features-unknown"),
+    pytest.param(hc.PSCI_FEATURES, (hc.S2EMU_TIME_NS,), 0xFFFFFFFF, None,
+                 id="features-vendor-id-rejected"),
     pytest.param(0xC4000003, (), 0xFFFFFFFF, None, id="unknown-not-supported"),
 ])
 def test_psci(fid, args, r0, stop):
@@ -67,6 +69,27 @@ def test_get_args_writes_guest_memory_and_marks_it_dirty():
     short = Regs(hc.S2EMU_GET_ARGS, RAM, 5)
     hc.handle(vm, short)
     assert short.reg(0) == 4 and vm.read_guest(RAM, 5) == b"1024\0"
-    bad = Regs(hc.S2EMU_GET_ARGS, 0x1000, 16)             # not RAM: refused, nothing written
-    hc.handle(vm, bad)
-    assert bad.reg(0) == 0xFFFFFFFF
+
+
+FLASH = 0x0
+
+
+@pytest.mark.parametrize("buf,length", [
+    pytest.param(0x0900_0000, 16, id="not-ram"),
+    pytest.param(FLASH + 0x100, 16, id="read-only-flash"),
+    pytest.param(RAM + (4 << 20) - 4, 16, id="straddles-ram-end"),
+    pytest.param(RAM, 0, id="zero-length"),
+])
+def test_get_args_refuses_buffers_outside_writable_ram(buf, length):
+    """KVM's kvm_write_guest refuses read-only memslots: INVALID_PARAMETER (-3), nothing
+    written, nothing marked dirty."""
+    vm, slot = vm_with_ram()
+    flash = vm.add_memslot(FLASH, 1 << 20, name="flash0", readonly=True)
+    vm.args = "1024 64 10"
+    dirty.enable_logging(vm, slot)
+    before = {s.name: vm.read_guest(s.ipa, s.size) for s in (slot, flash)}
+    regs = Regs(hc.S2EMU_GET_ARGS, buf, length)
+    hc.handle(vm, regs)
+    assert regs.reg(0) == hc.INVALID_PARAMETER == 0xFFFFFFFD
+    assert {s.name: vm.read_guest(s.ipa, s.size) for s in (slot, flash)} == before
+    assert not slot.dirty.any()

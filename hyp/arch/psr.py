@@ -1,0 +1,29 @@
+"""Program status: the CPSR's IT state (DDI 0406C A2.5.2, B1.3.3).
+
+An instruction that the hypervisor completes on the guest's behalf (an emulated MMIO access,
+a trapped CP15 write) must leave CPSR as executing it would: PC past it and, inside a Thumb IT
+block, ITSTATE advanced (KVM's kvm_adjust_itstate).
+"""
+from __future__ import annotations
+
+from .fields import Field
+
+CPSR_IT_LO = Field(26, 25)       # IT[1:0]
+CPSR_IT_HI = Field(15, 10)       # IT[7:2]
+
+
+def itstate(cpsr: int) -> int:
+    return CPSR_IT_HI.get(cpsr) << 2 | CPSR_IT_LO.get(cpsr)
+
+
+def with_itstate(cpsr: int, it: int) -> int:
+    return CPSR_IT_LO.set(CPSR_IT_HI.set(cpsr, it >> 2), it & 3)
+
+
+def it_advance(cpsr: int) -> int:
+    """ITAdvance(): the CPSR after one instruction of an IT block completed (A2.5.2)."""
+    it = itstate(cpsr)
+    if it == 0:
+        return cpsr
+    it = 0 if it & 0b111 == 0 else (it & 0b11100000) | ((it << 1) & 0b11111)
+    return with_itstate(cpsr, it)
