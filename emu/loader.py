@@ -111,9 +111,10 @@ def _read(path: str) -> bytes:
         with open(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise LoaderError(f"{path}: not a regular file")
-            return f.read()
-    except OSError as e:
-        raise LoaderError(f"cannot open {path}: {e.strerror}") from None
+            data = f.read(4)              # a huge non-ELF file is not read in full
+            return data + f.read() if data == b"\x7fELF" else data
+    except (OSError, ValueError) as e:    # ValueError: a NUL in the path
+        raise LoaderError(f"cannot open {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def _machine(n: int) -> str:

@@ -251,7 +251,9 @@ def special_files(tmp_path):
         yield "fifo", str(fifo), "a named pipe (FIFO), not a regular file"
     if os.path.exists("/dev/zero"):
         yield "dev-zero", "/dev/zero", "a character device, not a regular file"
-    yield "missing", str(tmp_path / "nope.elf"), "cannot open"
+    yield "missing", str(tmp_path / "nope.elf"), "No such file or directory"
+    yield "nul-in-path", "guest\0.elf", "embedded null byte"
+    yield "too-long", "x" * 5000, "cannot open"
 
 
 def test_special_files_are_rejected_without_blocking(tmp_path, virgin):
