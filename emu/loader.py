@@ -71,23 +71,15 @@ def load(path: str, vm) -> Image:
 
     data = _read(path)
     ehdr = _check_header(data, fail)
-    try:
+    try:                                  # symbols last: the costliest to parse
         elf = ELFFile(io.BytesIO(data))
         phdrs = [struct_parse(elf.structs.Elf_Phdr, elf.stream, ehdr.phoff + i * PHDR_SIZE)
                  for i in range(ehdr.phnum)]
+        segments = _check_segments(data, phdrs, vm, fail)
+        pc, thumb = _check_entry(ehdr.entry, segments, fail)
         symbols = _symbols(data, elf, ehdr, fail)
     except PARSE_ERRORS as e:
         fail(f"malformed ELF ({type(e).__name__}: {' '.join(str(e).split())})")
-    segments = _check_segments(data, phdrs, vm, fail)
-    thumb, pc = bool(ehdr.entry & 1), ehdr.entry & ~1
-    if not thumb and pc & 3:
-        fail(f"entry point {ehdr.entry:#x} is not word-aligned (ARM state; Thumb sets bit 0)")
-    hit = next((s for s in segments if s.ipa <= pc < s.ipa + s.filesz), None)
-    if hit is None:
-        fail(f"entry point {ehdr.entry:#x} is outside every loaded segment")
-    if not hit.executable:
-        fail(f"entry point {ehdr.entry:#x} is in segment {hit.index}, which is not "
-             f"executable (p_flags lacks PF_X)")
     for s in segments:                            # all valid: now write guest memory
         vm.host.mem.write(s.pa, data[s.offset:s.offset + s.filesz])
         vm.host.mem.zero(s.pa + s.filesz, s.memsz - s.filesz)
@@ -105,8 +97,7 @@ def _read(path: str) -> bytes:
         if not stat.S_ISREG(mode):
             kind = next((k for test, k in kinds if test(mode)), "a special file")
             raise LoaderError(f"{path}: {kind}, not a regular file")
-        # O_NONBLOCK: should a FIFO replace the file after the stat, opening does not block;
-        # the fstat below rejects it.
+        # O_NONBLOCK and fstat: a FIFO swapped in after the stat neither blocks nor loads.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         with open(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -129,8 +120,8 @@ def _check_header(data: bytes, fail: Fail) -> Ehdr:
     e_shnum, e_shstrndx) lying inside the file."""
     if data[:4] != b"\x7fELF":
         fail("not an ELF file (no \\x7fELF magic)")
-    if len(data) < 20:
-        fail(f"truncated ELF header ({len(data)} bytes)")
+    if len(data) < EHDR.size:
+        fail(f"truncated ELF header ({len(data)} of {EHDR.size} bytes)")
     ei_class, ei_data, ei_version = data[4:7]
     if ei_class not in (ELFCLASS32, ELFCLASS64):
         fail(f"bad EI_CLASS {ei_class} (neither 32- nor 64-bit)")
@@ -143,8 +134,6 @@ def _check_header(data: bytes, fail: Fail) -> Ehdr:
         fail(f"ELF for {_machine(machine)}, not ARM")
     if ei_data == ELFDATA2MSB:
         fail("big-endian ARM ELF; s2emu runs little-endian guests")
-    if len(data) < EHDR.size:
-        fail(f"truncated ELF header ({len(data)} of {EHDR.size} bytes)")
     (_, e_type, _, version, entry, phoff, shoff, _, ehsize, phentsize, phnum, shentsize,
      shnum, shstrndx) = EHDR.unpack_from(data)
     if ei_version != EV_CURRENT or version != EV_CURRENT:
@@ -260,3 +249,17 @@ def _check_segments(data: bytes, phdrs, vm, fail: Fail) -> list[Segment]:
         if b.ipa < a.ipa + a.memsz:
             fail(f"segments {a.index} and {b.index} overlap at {b.ipa:#x}")
     return segments
+
+
+def _check_entry(entry: int, segments: list[Segment], fail: Fail) -> tuple[int, bool]:
+    """e_entry (bit 0 set: Thumb state) must lie in the file bytes of a PF_X segment."""
+    thumb, pc = bool(entry & 1), entry & ~1
+    if not thumb and pc & 3:
+        fail(f"entry point {entry:#x} is not word-aligned (ARM state; Thumb sets bit 0)")
+    hit = next((s for s in segments if s.ipa <= pc < s.ipa + s.filesz), None)
+    if hit is None:
+        fail(f"entry point {entry:#x} is outside every loaded segment")
+    if not hit.executable:
+        fail(f"entry point {entry:#x} is in segment {hit.index}, which is not executable "
+             f"(p_flags lacks PF_X)")
+    return pc, thumb

@@ -78,6 +78,7 @@ def virgin():
 
 def load_bytes(tmp_path, data, machine):
     path = tmp_path / "guest.elf"
+    path.unlink(missing_ok=True)          # ext4 flushes a file truncated and rewritten
     path.write_bytes(data)
     return str(path), load(str(path), machine.vm)
 
@@ -90,9 +91,10 @@ BAD = [
     # not ELF / not for us
     pytest.param(b"", "not an ELF file", id="empty"),
     pytest.param(b"#!/bin/sh\necho hi\n", "not an ELF file", id="not-elf"),
-    pytest.param(HELLO[:12], "truncated ELF header", id="truncated-ident"),
+    pytest.param(HELLO[:12], "truncated ELF header (12 of 52 bytes)", id="truncated-ident"),
     pytest.param(HELLO[:40], "truncated ELF header (40 of 52 bytes)", id="truncated-ehdr"),
     pytest.param(mutate(ident(4, 0)), "bad EI_CLASS 0", id="bad-class"),
+    pytest.param(mutate(ident(4, 2))[:48], "truncated ELF header", id="truncated-64-bit"),
     pytest.param(mutate(ident(5, 3)), "bad EI_DATA 3", id="bad-data"),
     pytest.param(mutate(ident(4, 2), eh("e_machine", 183)),
                  "64-bit ELF for EM_AARCH64 (AArch64); s2emu runs 32-bit ARM guests", id="64-bit"),
@@ -283,6 +285,7 @@ def scratch(tmp_path_factory):
 
 
 def load_or_reject(path, data, machine):
+    path.unlink(missing_ok=True)          # ext4 flushes a file truncated and rewritten
     path.write_bytes(data)
     try:
         return load(str(path), machine.vm)

@@ -119,6 +119,7 @@ def check_image(img, vm):
 
 def run_case(machine, path, data):
     """'loaded' or 'rejected'; anything else raises (Hang included)."""
+    path.unlink(missing_ok=True)          # ext4 flushes a file truncated and rewritten
     path.write_bytes(data)
     with time_limit(HANG_S):
         try:
