@@ -109,9 +109,12 @@ def _read(path: str) -> bytes:
 
 
 def _machine(n: int) -> str:
-    """e_machine as 'EM_AARCH64 (AArch64)'."""
+    """e_machine as 'EM_AARCH64 (AArch64)', 'EM_TRICORE' or 'unknown machine 30583'."""
     name = next((k for k, v in ENUM_E_MACHINE.items() if v == n and k.startswith("EM_")), None)
-    return f"{name} ({describe_e_machine(name)})" if name else f"unknown machine {n}"
+    if name is None:
+        return f"unknown machine {n}"
+    desc = describe_e_machine(name)
+    return name if desc.startswith("<") else f"{name} ({desc})"
 
 
 def _check_header(data: bytes, fail: Fail) -> Ehdr:

@@ -101,6 +101,7 @@ BAD = [
     pytest.param(mutate(ident(5, 2), eh("e_machine", 40, ">H")),
                  "big-endian ARM ELF; s2emu runs little-endian guests", id="big-endian"),
     pytest.param(mutate(eh("e_machine", 62)), "ELF for EM_X86_64 (", id="x86-64"),
+    pytest.param(mutate(eh("e_machine", 44)), "ELF for EM_TRICORE", id="undescribed"),
     pytest.param(mutate(eh("e_machine", 0x7777)), "ELF for unknown machine 30583, not ARM",
                  id="unknown-machine"),
     pytest.param(mutate(ident(6, 0)), "bad ELF version", id="bad-ei-version"),
