@@ -130,20 +130,28 @@ def rebuild_huge(vm, slot: Memslot) -> int:
     return made
 
 
+# KVM's limits (kvm_vm_ioctl_enable_dirty_log_ring): a power-of-two number of 16-byte
+# kvm_dirty_gfn entries, at least one page (256) and at most KVM_DIRTY_RING_MAX_ENTRIES; the
+# last KVM_DIRTY_RING_RSVD_ENTRIES stay free for writes made while the vCPU cannot exit.
+RING_MIN, RING_MAX, RING_RESERVE = 256, 65536, 64
+
+
 @dataclass
 class DirtyRing:
     """A per-vCPU dirty ring (Linux 5.11 KVM_CAP_DIRTY_LOG_RING): GFNs appended as pages are
-    dirtied; when it is (soft-)full the vCPU exits until the user harvests and resets."""
+    dirtied; when it is soft-full (all but the reserve used) the vCPU exits until the user
+    harvests and resets. The reserve absorbs the pages of hypervisor writes made before the
+    vCPU can exit; should even that overflow, the entries are kept (`overflowed` counts
+    them) and harvested with the rest: a dirty page is never lost."""
     size: int
-    reserve: int = 1
+    reserve: int = RING_RESERVE
     entries: list[tuple[int, int]] = field(default_factory=list)    # (slot, gfn)
     harvested: list[tuple[int, int]] = field(default_factory=list)
-    dropped: int = 0
+    overflowed: int = 0
 
     def push(self, slot: Memslot, gfn: int) -> None:
         if len(self.entries) >= self.size:
-            self.dropped += 1           # cannot happen while the run loop honours soft_full
-            raise DirtyLogError("dirty ring overflow")
+            self.overflowed += 1
         self.entries.append((slot.slot, gfn))
 
     @property
@@ -157,9 +165,16 @@ class DirtyRing:
         return out
 
 
+def check_ring_size(size: int) -> None:
+    """DirtyLogError unless `size` is a ring KVM would accept."""
+    if size < RING_MIN or size > RING_MAX or size & (size - 1):
+        raise DirtyLogError(f"dirty ring size {size} must be a power of two from {RING_MIN} "
+                            f"to {RING_MAX} entries (KVM: 16-byte entries, at least one page; "
+                            f"{RING_RESERVE} are kept in reserve)")
+
+
 def enable_dirty_ring(vm, size: int) -> DirtyRing:
-    if size < 2:
-        raise DirtyLogError("dirty ring needs at least 2 entries")
+    check_ring_size(size)
     vm.dirty_ring = DirtyRing(size)
     return vm.dirty_ring
 

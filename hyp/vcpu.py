@@ -56,23 +56,30 @@ class Vcpu:
         stop.running = True
         try:
             while True:
+                vm.clock.fire_due()
                 reason = stop.take()
                 if reason is not None:
                     return RunResult(reason, cpu.progress - start)
                 ring = vm.dirty_ring
                 if ring is not None and ring.soft_full:
-                    return RunResult("dirty-ring-full", cpu.progress - start)
+                    if vm.on_dirty_ring_full is None:
+                        return RunResult("dirty-ring-full", cpu.progress - start)
+                    vm.on_dirty_ring_full()          # userspace harvests (KVM_EXIT_DIRTY_RING_FULL)
+                    if ring.soft_full:
+                        return RunResult("dirty-ring-full", cpu.progress - start)
                 budget = slice_insns
                 if max_insns is not None:
                     left = max_insns - (cpu.progress - start)
                     if left <= 0:
                         return RunResult("budget", cpu.progress - start)
                     budget = min(budget, left)
-                if until_ns is not None:
-                    left_ns = until_ns - vm.clock.now_ns()
-                    if left_ns <= 0:
-                        return RunResult("time", cpu.progress - start)
-                    budget = max(1, min(budget, left_ns // vm.clock.ns_per_insn))
+                now = vm.clock.now_ns()
+                if until_ns is not None and now >= until_ns:
+                    return RunResult("time", cpu.progress - start)
+                # stop exactly at until_ns or the next timer (fire_due ran every due one)
+                limits = [t for t in (until_ns, vm.clock.next_deadline()) if t is not None]
+                if limits:
+                    budget = max(1, min(budget, (min(limits) - now) // vm.clock.ns_per_insn))
                 self._enter()
                 before = cpu.progress
                 ex = cpu.run(budget)

@@ -40,6 +40,7 @@ class VM:
         self.dirty_ring = None                   # hyp.dirty.DirtyRing when the ring is on
         self.last_mmio = None                    # hyp.mmio.MmioAccess of the last MMIO exit
         self.dirty_observers: list = []          # called (slot, gfn, source) on each new dirty page
+        self.on_dirty_ring_full = None           # userspace's harvest; None: the run returns
 
     # ---- memory layout --------------------------------------------------------------
     def add_memslot(self, ipa: int, size: int, *, name: str = "ram", readonly: bool = False,

@@ -1,19 +1,70 @@
-"""Deterministic virtual time: advanced by guest instructions and by guest sleeps only."""
+"""Deterministic virtual time: advanced by guest steps and by guest sleeps only, never by the
+wall clock. Timers fire at exact virtual times: a run is cut short so that it stops precisely
+at the next deadline (guest instructions are counted), and the callback runs between bursts
+of guest code, in the hypervisor."""
 from __future__ import annotations
+
+import heapq
+import itertools
+from typing import Callable
 
 NS_PER_INSN = 1          # a 1 GHz, one-instruction-per-cycle guest
 
 
 class VirtualClock:
-    """now = instructions executed x NS_PER_INSN + time slept. Never reads the wall clock."""
+    """now = steps executed x NS_PER_INSN + time slept. Never reads the wall clock."""
 
     def __init__(self, ns_per_insn: int = NS_PER_INSN) -> None:
         self.ns_per_insn = ns_per_insn
         self.slept_ns = 0
         self.instructions = 0
+        self._timers: list[tuple[int, int, Callable[[int], int | None]]] = []
+        self._seq = itertools.count()
+        self._cancelled: set[int] = set()
 
     def now_ns(self) -> int:
         return self.instructions * self.ns_per_insn + self.slept_ns
 
     def sleep(self, ns: int) -> None:
         self.slept_ns += max(0, ns)
+
+    # ---- timers --------------------------------------------------------------------
+    def add_timer(self, deadline_ns: int, fn: Callable[[int], int | None]) -> int:
+        """Call fn(now_ns) once virtual time reaches `deadline_ns`; fn returns the next
+        deadline to re-arm itself, or None. Returns a handle for `cancel`."""
+        handle = next(self._seq)
+        heapq.heappush(self._timers, (deadline_ns, handle, fn))
+        return handle
+
+    def every(self, period_ns: int, fn: Callable[[int], None]) -> int:
+        """Call fn(now_ns) at every multiple of `period_ns` of virtual time from now on."""
+        if period_ns <= 0:
+            raise ValueError("a timer period must be positive")
+
+        def tick(now: int) -> int:
+            fn(now)
+            return (now // period_ns + 1) * period_ns
+        return self.add_timer((self.now_ns() // period_ns + 1) * period_ns, tick)
+
+    def cancel(self, handle: int) -> None:
+        self._cancelled.add(handle)
+
+    def next_deadline(self) -> int | None:
+        while self._timers and self._timers[0][1] in self._cancelled:
+            self._cancelled.discard(heapq.heappop(self._timers)[1])
+        return self._timers[0][0] if self._timers else None
+
+    def fire_due(self) -> int:
+        """Run every timer whose deadline has passed, in deadline order; returns how many."""
+        fired = 0
+        while True:
+            deadline = self.next_deadline()
+            now = self.now_ns()
+            if deadline is None or deadline > now:
+                return fired
+            _, handle, fn = heapq.heappop(self._timers)
+            nxt = fn(now)
+            fired += 1
+            if nxt is not None and handle not in self._cancelled:
+                heapq.heappush(self._timers, (max(nxt, now + 1), handle, fn))
+            self._cancelled.discard(handle)

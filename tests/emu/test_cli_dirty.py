@@ -14,20 +14,22 @@ def s2emu(*args):
 
 @pytest.mark.parametrize("mode,split", [("bitmap", "lazy"), ("manual", "eager"), ("ring", "lazy")])
 def test_log_dirty_reports_per_harvest_and_is_deterministic(mode, split):
-    args = ["run", "guests/dirtyram.elf", "--args", "256 16 5 40", "--mem", "64M", "--log-dirty",
-            "--dirty-mode", mode, "--split", split, "--harvest-ms", "50", "--ring-size", "128"]
+    args = ["run", "guests/dirtyram.elf", "--args", "512 32 5 40", "--mem", "64M", "--log-dirty",
+            "--dirty-mode", mode, "--split", split, "--harvest-ms", "50"]
+    if mode == "ring":
+        args += ["--ring-size", "256"]
     p1, p2 = s2emu(*args), s2emu(*args)
     assert p1.returncode == 0, p1.stderr
     assert (p1.stdout, p1.stderr) == (p2.stdout, p2.stderr)          # bit-identical runs
-    assert "dirtyram: 40 rounds, 256 pages" in p1.stdout
+    assert "dirtyram: 40 rounds, 512 pages" in p1.stdout
     harvests = [l for l in p1.stderr.splitlines() if "] harvest " in l]
     assert len(harvests) >= 4
-    # 16 pages per round, a round every 5 ms: ~10 rounds per 50 ms interval -> >= 160 pages
+    # 32 pages per round, a round every 5 ms: ~10 rounds per 50 ms interval -> >= 320 pages
     pages = [int(l.split(": ")[1].split()[0]) for l in harvests]
-    if mode == "ring":       # the 128-entry ring (1 reserved) fills before each interval ends
-        assert max(pages) == 127 and any("(ring full)" in l for l in harvests)
+    if mode == "ring":       # the 256-entry ring (64 reserved) fills before each interval ends
+        assert max(pages) == 192 and any("(ring full)" in l for l in harvests)
     else:
-        assert max(pages) >= 160
+        assert max(pages) >= 320
 
 
 def test_dump_and_walk():

@@ -113,15 +113,43 @@ def test_initially_set_is_instant_and_protects_on_clear():
 
 def test_dirty_ring_records_gfns_and_reset_reprotects():
     vm, slot = make("eager")
-    ring = dirty.enable_dirty_ring(vm, 4)
+    ring = dirty.enable_dirty_ring(vm, 256)
     dirty.enable_logging(vm, slot)
-    for p in (9, 10, 11):
+    pages = list(range(9, 9 + 192))
+    for p in pages:
         write_fault(vm, slot, IPA + p * K4)
-    assert ring.soft_full                                     # 3 >= 4 - reserve(1)
-    assert ring.harvest() == [(slot.slot, 9), (slot.slot, 10), (slot.slot, 11)]
+    assert ring.soft_full                                     # 192 >= 256 - reserve(64)
+    assert ring.harvest() == [(slot.slot, p) for p in pages]
     assert isinstance(tr(vm, IPA + 9 * K4), Translation)      # not yet re-protected
-    assert dirty.reset_dirty_ring(vm) == 3
+    assert dirty.reset_dirty_ring(vm) == 192
     assert isinstance(tr(vm, IPA + 9 * K4), Fault) and not ring.soft_full
+
+
+@pytest.mark.parametrize("size,ok", [
+    pytest.param(0, False, id="0"), pytest.param(2, False, id="2"),
+    pytest.param(128, False, id="128: less than a page"),
+    pytest.param(255, False, id="255"), pytest.param(300, False, id="300: not a power of two"),
+    pytest.param(256, True, id="256"), pytest.param(4096, True, id="4096"),
+    pytest.param(65536, True, id="65536"),
+    pytest.param(131072, False, id="131072: beyond KVM_DIRTY_RING_MAX_ENTRIES"),
+])
+def test_dirty_ring_sizes_follow_kvm(size, ok):
+    vm, _ = make("lazy")
+    if ok:
+        assert dirty.enable_dirty_ring(vm, size).size == size
+    else:
+        with pytest.raises(dirty.DirtyLogError, match="power of two from 256 to 65536"):
+            dirty.enable_dirty_ring(vm, size)
+        assert vm.dirty_ring is None
+
+
+def test_a_hypervisor_write_bigger_than_the_ring_loses_nothing():
+    vm, slot = make("lazy")
+    ring = dirty.enable_dirty_ring(vm, 256)
+    dirty.enable_logging(vm, slot)
+    vm.write_guest(IPA, bytes(300 * K4))                       # 300 pages in one write
+    assert ring.soft_full and ring.overflowed == 300 - 256
+    assert sorted(g for _, g in ring.harvest()) == list(range(300))
 
 
 def test_hypervisor_writes_are_marked_dirty():
