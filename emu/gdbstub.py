@@ -72,6 +72,24 @@ __all__ = ["GdbStub", "parse_listen", "TARGET_XML"]
 SLICE_INSNS = 100_000          # guest instructions between polls of the connection
 
 
+class _Replies:
+    """The connection of `GdbStub.handle`: keeps what the stub sends; never interrupted."""
+
+    ack = False
+    closed = False
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, payload: str | bytes) -> None:
+        self.sent.append(payload.decode("latin-1") if isinstance(payload, bytes) else payload)
+
+    send_console = Connection.send_console
+
+    def poll(self):
+        return None
+
+
 class GdbStub:
     """A GDB remote stub for one `emu.machine.Machine` (its `cpu`, `vcpu`, `vm`).
 
@@ -140,6 +158,22 @@ class GdbStub:
     def monitor(self, line: str) -> str:
         """Run one monitor command (as `monitor LINE` in gdb); returns its output."""
         return run_monitor(self.machine, self._ctl.faults, line)
+
+    def handle(self, packet: bytes | str, attached: bool = True) -> list[str]:
+        """Answer one packet in-process, without a connection (tests, fuzzing): the same
+        dispatch as `serve`. Returns every packet body the stub sent, in order: the reply
+        is the last one; O packets before it are console text (monitor output, a stop's
+        message). A resume packet runs the guest until it stops by itself (no Ctrl-C); `k`
+        and `D` send nothing (an empty list)."""
+        if isinstance(packet, str):
+            packet = packet.encode("latin-1")
+        out = _Replies()
+        self._ctl.attach()
+        try:
+            self._dispatch(out, packet, attached)
+        finally:
+            self._ctl.detach()
+        return out.sent
 
     # ---- sockets -----------------------------------------------------------------------
     def _bind(self, host: str, port: int) -> socket.socket:
@@ -231,8 +265,9 @@ class GdbStub:
             self._ctl.clear()
 
     # ---- packets ----------------------------------------------------------------------
-    def _dispatch(self, conn: Connection, pkt: bytes, attached: bool):
-        """Answer one packet. Returns None, "detach", "eof" or a final RunResult."""
+    def _dispatch(self, conn: Connection | _Replies, pkt: bytes, attached: bool):
+        """Answer one packet (from `_session`, or `handle`: `conn` a `_Replies`). Returns
+        None, "detach", "eof" or a final RunResult."""
         text = pkt.decode("latin-1")
         cmd = text[:1]
         ctl = self._ctl
