@@ -63,8 +63,8 @@ from .gdb_memory import (read_mem_packet, read_memory, write_mem_binary_packet,
 from .gdb_monitor import monitor as run_monitor
 from .gdb_monitor import monitor_packet
 from .gdb_packets import (INTERRUPT, PACKET_SIZE, TARGET_XML, THREAD_ID, Connection,
-                          hex_bytes, parse_listen, read_all_regs, read_reg, write_all_regs,
-                          write_reg, xfer_features)
+                          hex_bytes, parse_listen, read_all_regs, read_reg, resume_ok,
+                          thread_ok, write_all_regs, write_reg, xfer_features)
 from .gdb_run import SIGTRAP, TERMINAL, RunControl, Stop
 
 __all__ = ["GdbStub", "parse_listen", "TARGET_XML"]
@@ -300,12 +300,15 @@ class GdbStub:
             conn.send(write_mem_binary_packet(self.vm, self.cpu, pkt[1:]))
         elif cmd in ("Z", "z"):
             conn.send(ctl.points.packet(text))
-        elif cmd in ("c", "s", "C", "S"):
-            return ctl.resume_packet(conn, text)
+        elif cmd in ("c", "s", "C", "S") or text.startswith("vCont;"):
+            if not resume_ok(text):     # checked here: gdb_run would truncate an address
+                conn.send("E01")
+            elif cmd == "v":
+                return ctl.vcont_packet(conn, text)
+            else:
+                return ctl.resume_packet(conn, text)
         elif text == "vCont?":
             conn.send("vCont;c;C;s;S")
-        elif text.startswith("vCont;"):
-            return ctl.vcont_packet(conn, text)
         elif text.startswith("vKill") or text == "k":
             if text.startswith("vKill"):
                 conn.send("OK")
@@ -326,9 +329,12 @@ class GdbStub:
         elif text == "qsThreadInfo":
             conn.send("l")
         elif text.startswith("qThreadExtraInfo,"):
-            conn.send(hex_bytes(b"vCPU 0"))
-        elif cmd == "H" or cmd == "T":
-            conn.send("OK")
+            ok = thread_ok(text[len("qThreadExtraInfo,"):])
+            conn.send(hex_bytes(b"vCPU 0") if ok else "E01")
+        elif cmd == "H":
+            conn.send("OK" if text[1:2] in ("c", "g") and thread_ok(text[2:], True) else "E01")
+        elif cmd == "T":
+            conn.send("OK" if thread_ok(text[1:]) else "E01")
         elif text.startswith("qSymbol"):
             conn.send("OK")
         elif text == "qOffsets":
