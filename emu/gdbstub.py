@@ -73,13 +73,15 @@ SLICE_INSNS = 100_000          # guest instructions between polls of the connect
 
 
 class _Replies:
-    """The connection of `GdbStub.handle`: keeps what the stub sends; never interrupted."""
+    """The connection of `GdbStub.handle`: keeps what the stub sends; "interrupted" (as by
+    gdb's Ctrl-C) once `deadline` (time.monotonic) has passed."""
 
     ack = False
     closed = False
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None = None) -> None:
         self.sent: list[str] = []
+        self.deadline = deadline
 
     def send(self, payload: str | bytes) -> None:
         self.sent.append(payload.decode("latin-1") if isinstance(payload, bytes) else payload)
@@ -87,6 +89,8 @@ class _Replies:
     send_console = Connection.send_console
 
     def poll(self):
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return INTERRUPT
         return None
 
 
@@ -159,15 +163,17 @@ class GdbStub:
         """Run one monitor command (as `monitor LINE` in gdb); returns its output."""
         return run_monitor(self.machine, self._ctl.faults, line)
 
-    def handle(self, packet: bytes | str, attached: bool = True) -> list[str]:
+    def handle(self, packet: bytes | str, attached: bool = True,
+               timeout: float | None = None) -> list[str]:
         """Answer one packet in-process, without a connection (tests, fuzzing): the same
         dispatch as `serve`. Returns every packet body the stub sent, in order: the reply
         is the last one; O packets before it are console text (monitor output, a stop's
-        message). A resume packet runs the guest until it stops by itself (no Ctrl-C); `k`
-        and `D` send nothing (an empty list)."""
+        message). A resume packet runs the guest until it stops by itself or, after
+        `timeout` seconds, stops at the next slice boundary as on gdb's Ctrl-C (T02). `k`
+        sends nothing (an empty list). A str packet is latin-1 (one char a byte)."""
         if isinstance(packet, str):
             packet = packet.encode("latin-1")
-        out = _Replies()
+        out = _Replies(None if timeout is None else time.monotonic() + timeout)
         self._ctl.attach()
         try:
             self._dispatch(out, packet, attached)
