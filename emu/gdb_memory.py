@@ -95,11 +95,11 @@ def write_mem_binary_packet(vm, cpu, args: bytes) -> str:
     spec, sep, raw = args.partition(b":")
     try:
         addr, length = parse_addr_len(spec.decode("latin-1"))
+        data = unescape_binary(raw)
     except ValueError:
         return "E01"
     if not sep:
         return "E01"
-    data = unescape_binary(raw)
     if len(data) != length:
         return "E01"
     return "OK" if write_memory(vm, cpu, addr, data) else "E01"

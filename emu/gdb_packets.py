@@ -132,11 +132,16 @@ def escape_binary(data: bytes) -> bytes:
 
 
 def unescape_binary(data: bytes) -> bytes:
+    """X packet data: '}' escapes the next byte (XOR 0x20). ValueError for a '}' ending the
+    data (gdb never sends one: it is no byte at all)."""
     out = bytearray()
     it = iter(data)
     for b in it:
         if b == 0x7D:
-            out.append(next(it, 0x20) ^ 0x20)
+            nxt = next(it, None)
+            if nxt is None:
+                raise ValueError("dangling escape")
+            out.append(nxt ^ 0x20)
         else:
             out.append(b)
     return bytes(out)
