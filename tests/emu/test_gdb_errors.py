@@ -238,3 +238,22 @@ def test_good_writes_still_work(stub):
     assert ask(stub, "p10") == regs_hex([CPSR])
     assert stub.handle("Hg0") == ["OK"] and stub.handle("Hc-1") == ["OK"]
     assert stub.handle("T1") == ["OK"]
+
+
+@pytest.mark.parametrize("command, error", [
+    pytest.param("fault-stop on 0x1 zz", "bad number", id="fault-stop-bad-hi"),
+    pytest.param("fault-stop on 0x2000 0x1000", "empty range", id="fault-stop-hi-below-lo"),
+    pytest.param("fault-stop on 0x1000 0x1000", "empty range", id="fault-stop-empty"),
+    pytest.param("fault-stop on -1 0x1000", "negative", id="fault-stop-negative"),
+    pytest.param("fault-stop on 0x1000", "usage", id="fault-stop-one-bound"),
+    pytest.param("s2 dump 0x2000 0x1000", "empty range", id="s2-dump-hi-below-lo"),
+    pytest.param("s2 walk 0xzz", "bad number", id="s2-walk-bad"),
+    pytest.param("'", "closing quotation", id="unbalanced-quote"),
+])
+def test_bad_monitor_command_is_an_error_and_changes_nothing(stub, command, error):
+    faults = stub._ctl.faults
+    replies = stub.handle("qRcmd," + command.encode().hex())
+    assert replies[-1] == "OK"                   # qRcmd: the error is console text
+    text = "".join(bytes.fromhex(r[1:]).decode() for r in replies[:-1])
+    assert text.startswith("error: ") and error in text, text
+    assert (faults.on, faults.range) == (False, None)
