@@ -91,14 +91,19 @@ def thread_ok(text: str, any_ok: bool = False) -> bool:
         return False
 
 
-_VCONT_ACTION = re.compile(r"(?:[cs]|[CS][0-9a-fA-F]{2})(?::(?:-1|[0-9a-fA-F]+))?")
+_VCONT_ACTION = re.compile(r"(?:[cs]|[CS][0-9a-fA-F]{2})(?::(-1|[0-9a-fA-F]+))?")
+
+
+def _vcont_action_ok(action: str) -> bool:
+    m = _VCONT_ACTION.fullmatch(action)
+    return m is not None and (m.group(1) is None or thread_ok(m.group(1), True))
 
 
 def resume_ok(text: str) -> bool:
     """Well-formed c/s [ADDR], C/S SIG[;ADDR] or vCont;ACTION[:TID]... (the actions we
-    offer: c C s S), the address 32-bit and the signal a byte."""
+    offer: c C s S; TID our thread, 0 or -1), the address 32-bit and the signal a byte."""
     if text.startswith("vCont;"):
-        return all(_VCONT_ACTION.fullmatch(a) for a in text[6:].split(";"))
+        return all(_vcont_action_ok(a) for a in text[6:].split(";"))
     args = text[1:]
     try:
         if text[0] in "CS":

@@ -147,6 +147,7 @@ ERRORS = [
     pytest.param("vCont;x", "E01", id="vCont-unknown-action"),
     pytest.param("vCont;t", "E01", id="vCont-stop-not-offered"),
     pytest.param("vCont;s:zz", "E01", id="vCont-bad-thread"),
+    pytest.param("vCont;s:2;c", "E01", id="vCont-no-thread-2"),
     pytest.param("vCont;Czz", "E01", id="vCont-bad-signal"),
     pytest.param("vCont;c;", "E01", id="vCont-empty-action"),
     # qRcmd: not hex

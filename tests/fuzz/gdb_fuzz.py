@@ -150,7 +150,7 @@ def packet(rng) -> bytes:
 
 
 # ---- the oracle ------------------------------------------------------------------------
-_VCONT = re.compile(r"(?:[cs]|[CS][0-9a-fA-F]{2})(?::(?:-1|[0-9a-fA-F]+))?")
+_VCONT = re.compile(r"(?:[cs]|[CS][0-9a-fA-F]{2})(?::(?:-1|0|0*1))?")
 
 
 def _hex_below(text: str, limit: int) -> bool:
