@@ -51,6 +51,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 # ---- strict field parsing: every malformed or out-of-range field is a ValueError ---------
 ADDR_LIMIT = 1 << 32           # guest addresses are 32-bit: [addr, addr + len) within 2**32
 _HEX = re.compile(r"[0-9a-fA-F]+")
+_CHECKSUM = re.compile(rb"[0-9a-fA-F]{2}")
 
 
 def parse_hex(text: str, limit: int | None = None) -> int:
@@ -230,10 +231,9 @@ class Connection:
                 payload = bytes(buf[1:end])
                 check = bytes(buf[end + 1:end + 3])
                 del buf[:end + 3]
-                try:
-                    good = int(check, 16) == sum(payload) & 0xFF
-                except ValueError:
-                    good = False
+                # two hex digits: int() would also take " 7", "+7" or "7 "
+                good = _CHECKSUM.fullmatch(check) is not None and \
+                    int(check, 16) == sum(payload) & 0xFF
                 if not good:
                     if self.ack:
                         self._write(b"-")                   # ask for a retransmission

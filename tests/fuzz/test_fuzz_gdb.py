@@ -7,14 +7,17 @@ CI: a few thousand derandomized hypothesis examples. Long run:
 (S2EMU_FUZZ_SEED picks the seed, default 0) prints cases run / errors answered / crashes /
 hangs / invariant violations, with the first few failing packets.
 """
+import contextlib
 import os
 import random
+import socket
 import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from emu.gdb_packets import INTERRUPT, Connection
 from gdb_fuzz import Fuzzer, packet
 
 EXAMPLES = 3000
@@ -89,3 +92,65 @@ def test_fuzz_long():
     for what, pkt, why in failures[:20]:
         print(f"  {what}: {pkt[:80]!r} {why[:160]}")
     assert not failures
+
+
+# ---- the framing under the dispatcher: $payload#checksum, acks, 0x03 ---------------------
+def _frame(payload: bytes, check: bytes | None = None) -> bytes:
+    return b"$" + payload + b"#" + (check or f"{sum(payload) & 0xFF:02x}".encode())
+
+
+_PAYLOAD = st.binary(max_size=40).map(lambda b: b.replace(b"$", b"").replace(b"#", b""))
+_SEGMENT = st.one_of(
+    _PAYLOAD.map(lambda p: ("good", p)),
+    st.tuples(_PAYLOAD, st.sampled_from([b"zz", b"+7", b" 7", b"7 ", b"-0", b"0x", b"G0"]))
+      .map(lambda pc: ("bad", pc)),
+    _PAYLOAD.map(lambda p: ("badsum", p)),
+    st.binary(max_size=8).map(lambda b: ("junk", bytes(c for c in b if c not in b"$\x03"))),
+    st.just(("intr", b"\x03")),
+)
+
+
+@settings(max_examples=400, derandomize=True, deadline=None, database=None)
+@given(st.lists(_SEGMENT, max_size=12), st.integers(1, 64))
+def test_fuzz_framing(segments, chunk):
+    """Valid frames come out intact and acked '+', corrupt ones (wrong or non-hex checksum,
+    which int() would take as ' 7' or '+7') are NAKed '-', junk is skipped, 0x03 interrupts
+    - whatever the stream's split into reads."""
+    a, b = socket.socketpair()
+    conn = Connection(a)
+    stream, want, acks = b"", [], b""
+    for kind, value in segments:
+        if kind == "good":
+            stream += _frame(value)
+            want.append(value)
+            acks += b"+"
+        elif kind == "bad":
+            payload, check = value
+            if b"7" in check:
+                payload = b"\x07"              # int(check, 16) == its checksum
+            stream += _frame(payload, check)
+            acks += b"-"
+        elif kind == "badsum":
+            stream += _frame(value, f"{(sum(value) + 1) & 0xFF:02x}".encode())
+            acks += b"-"
+        elif kind == "intr":
+            stream += value
+            want.append(INTERRUPT)
+        else:
+            stream += value.replace(b"-", b"")   # a '-' would ask for a retransmission
+    got = []
+    try:
+        for i in range(0, len(stream), chunk):
+            conn.buf += stream[i:i + chunk]
+            while (item := conn._next()) is not None:
+                got.append(item)
+        b.setblocking(False)
+        sent = b""
+        with contextlib.suppress(BlockingIOError):
+            while data := b.recv(65536):
+                sent += data
+    finally:
+        a.close()
+        b.close()
+    assert got == want
+    assert sent == acks
