@@ -259,6 +259,12 @@ class Fuzzer:
                                                            slot.end - addr - len(out)))
         return out
 
+    def _debug_state(self):
+        """Breakpoints, watchpoints and fault-stop as installed (the stub's own records)."""
+        pts, faults = self.stub._ctl.points, self.stub._ctl.faults
+        return (dict(pts._bps), sorted((k, w.refs) for k, w in pts._watches.items()),
+                sorted(self.cpu.breakpoints), faults.on, faults.range)
+
     # ---- one packet -------------------------------------------------------------------
     def send(self, pkt: bytes) -> list[str]:
         """handle(pkt); TimeoutError when the answer took over HANG_SECONDS. A run of the
@@ -283,12 +289,16 @@ class Fuzzer:
         text = pkt.decode("latin-1")
         if runs_guest(text):
             pkt, text = b"?", "?"
-        regs, insns = self.cpu.regs(), self.cpu.instructions
+        regs, insns, state = self.cpu.regs(), self.cpu.instructions, self._debug_state()
         self.recorded.clear()
         replies = self.send(pkt)
         well_formed(replies, text)
         reply = replies[-1] if replies else ""
         assert self.cpu.instructions == insns, "the guest ran"
+        if self._debug_state() != state:        # only a successful Z/z or monitor command
+            console = "".join(bytes.fromhex(r[1:]).decode("latin-1") for r in replies[:-1])
+            assert text[:1] in ("Z", "z") and reply == "OK" or text.startswith("qRcmd,") \
+                and not console.startswith("error:"), f"{text[:60]!r} changed debug state"
         wrote = self._expect(text, pkt, reply, regs)
         allowed = [(s.pa_of(ipa), n) for ipa, n, s in (self._pieces(*wrote) or [])] \
             if wrote else []
