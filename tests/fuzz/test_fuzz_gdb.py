@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emu.gdb_packets import INTERRUPT, Connection
-from gdb_fuzz import Fuzzer, packet
+from gdb_fuzz import Fuzzer
+from gdb_fuzz_gen import packet
 
 EXAMPLES = 3000
 
