@@ -42,6 +42,12 @@ attached to it (quitting gdb detaches). A guest power-off ends the session (W00)
 hypervisor cannot continue stops with its reason printed: SIGSEGV for a hypervisor error,
 SIGILL for a machine crash (GuestCrash), SIGTRAP for a WFI with no interrupt source.
 
+Every malformed or out-of-range packet is answered with an error (E01; qXfer: E00, as the
+protocol says) and changes nothing: fields are strict hex, addresses 32-bit (ADDR + LENGTH
+within 2**32), P/G take only the PL0/PL1 CPSR modes and G exactly 17 words, Z kinds 2/3/4 and
+watched lengths 1..1 MiB. A read longer than the PacketSize we advertise is answered short.
+`handle(packet)` answers one packet in-process (tests/fuzz/test_fuzz_gdb.py fuzzes it).
+
 The stub is split by purpose: gdb_packets (RSP framing, target.xml, registers), gdb_memory
 (the debug memory path), gdb_breakpoints (Z/z), gdb_run (continue, step, stop replies),
 gdb_monitor (`monitor` commands); this module serves the connection and dispatches packets.
