@@ -166,14 +166,19 @@ def test_bad_packet_answers_an_error_and_changes_nothing(stub, packet, reply):
 
 
 @pytest.mark.parametrize("mode", range(0x20), ids=lambda m: f"mode-{m:#04x}")
-def test_cpsr_write_takes_only_guest_modes(stub, mode):
+@pytest.mark.parametrize("start", [0x13, 0x10], ids=["from-svc", "from-usr"])
+def test_cpsr_write_takes_only_guest_modes(stub, start, mode):
+    """Unicorn keeps the mode for a bad one from SVC, but from USR it enters HYP or, for a
+    mode that does not exist (0x0D), aborts the whole process (QEMU's bank_number)."""
+    base = CPSR & ~0x1F | start
+    assert ask(stub, "P10=" + regs_hex([base])) == "OK"
     ok = mode in (0x10, 0x11, 0x12, 0x13, 0x17, 0x1B, 0x1F)
     value = CPSR & ~0x1F | mode
     assert ask(stub, "P10=" + regs_hex([value])) == ("OK" if ok else "E01")
-    assert stub.cpu.get_cpsr() == (value if ok else CPSR)
+    assert stub.cpu.get_cpsr() == (value if ok else base)
     regs = [i * 0x10 for i in range(16)] + [value]
     assert ask(stub, "G" + regs_hex(regs)) == ("OK" if ok else "E01")
-    assert stub.cpu.regs() == (regs if ok else [0] * 15 + [ENTRY, CPSR])
+    assert stub.cpu.regs() == (regs if ok else [0] * 15 + [ENTRY, base])
 
 
 OK = [
