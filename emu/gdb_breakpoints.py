@@ -15,10 +15,27 @@ from dataclasses import dataclass
 from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE
 
 from .gdb_memory import ram_slot, va_to_ipa
+from .gdb_packets import parse_addr_len, parse_hex
 
 WATCH_KINDS = {2: ("watch", UC_HOOK_MEM_WRITE), 3: ("rwatch", UC_HOOK_MEM_READ),
                4: ("awatch", UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE)}
+BREAK_KINDS = (2, 3, 4)        # 16-bit Thumb, 32-bit Thumb-2, ARM
+MAX_WATCH = 1 << 20            # longest watched range (gdb splits nothing for a remote)
 _MAX_ACCESS = 8                # widest single data access (LDRD/STRD)
+
+
+def parse_z(text: str) -> tuple[bool, int, int, int]:
+    """Z/z TYPE,ADDR,KIND -> (insert, type, addr, kind); ValueError when malformed or out of
+    range: ADDR beyond 32 bits, a breakpoint KIND not 2/3/4, a watched length of 0, above
+    MAX_WATCH or past 2**32. No condition or command lists: we do not offer them."""
+    ztype_s, _, rest = text[1:].partition(",")
+    ztype = parse_hex(ztype_s)
+    addr, kind = parse_addr_len(rest)
+    if ztype in (0, 1) and kind not in BREAK_KINDS:
+        raise ValueError(f"breakpoint kind {kind}")
+    if ztype in WATCH_KINDS and not 0 < kind <= MAX_WATCH:
+        raise ValueError(f"watched length {kind}")
+    return text[0] == "Z", ztype, addr, kind
 
 
 @dataclass
@@ -69,12 +86,12 @@ class DebugPoints:
 
     # ---- Z / z packets -------------------------------------------------------------------
     def packet(self, text: str) -> str:
+        """Answer Z/z: OK, E01 (malformed, out of range, not RAM/flash for a watchpoint) or
+        empty for a type we do not support."""
         try:
-            ztype_s, addr_s, kind_s = text[1:].split(",")[:3]
-            ztype, addr, kind = int(ztype_s, 16), int(addr_s, 16), int(kind_s.split(";")[0], 16)
+            insert, ztype, addr, kind = parse_z(text)
         except ValueError:
             return "E01"
-        insert = text[0] == "Z"
         if ztype in (0, 1):
             addr &= ~1
             if insert:
@@ -85,8 +102,6 @@ class DebugPoints:
                 self._stale.add(addr)           # unhooked when the guest resumes
             return "OK"
         if ztype in WATCH_KINDS:
-            if kind <= 0:
-                return "E01"
             return self._insert_watch(ztype, addr, kind) if insert else \
                 self._remove_watch(ztype, addr, kind)
         return ""                               # unsupported type

@@ -7,7 +7,12 @@ as dirty, and Unicorn's translated code is dropped so a patched instruction take
 """
 from __future__ import annotations
 
-from .gdb_packets import PACKET_SIZE, hex_bytes, unescape_binary
+from .gdb_packets import PACKET_SIZE, hex_bytes, parse_addr_len, parse_hex_data, unescape_binary
+
+# The most an m packet returns: its hex reply must fit in the PacketSize we advertise. A
+# longer read is answered short (gdb's rule: the stub may return fewer bytes than asked, and
+# gdb asks again for the rest); gdb itself never asks for more.
+MAX_READ = (PACKET_SIZE - 8) // 2
 
 
 def va_to_ipa(va: int) -> int:
@@ -59,18 +64,16 @@ def write_memory(vm, cpu, va: int, data: bytes) -> bool:
 
 
 # ---- the m / M / X packets -----------------------------------------------------------
-def _addr_len(spec: str) -> tuple[int, int]:
-    addr, length = spec.split(",")
-    return int(addr, 16), int(length, 16)
-
-
+# ADDR,LENGTH: hex digits only, ADDR below 2**32 and ADDR + LENGTH at most 2**32 (E01 else:
+# an address is never truncated to 32 bits). A write is all-or-nothing.
 def read_mem_packet(vm, args: str) -> str:
+    """m ADDR,LENGTH: at most MAX_READ bytes, fewer if the range leaves RAM/flash; E01 when
+    not even the first byte is readable."""
     try:
-        addr, length = _addr_len(args)
+        addr, length = parse_addr_len(args)
     except ValueError:
         return "E01"
-    length = min(length, (PACKET_SIZE - 8) // 2)
-    data = read_memory(vm, addr, length)
+    data = read_memory(vm, addr, min(length, MAX_READ))
     if not data and length:
         return "E01"
     return hex_bytes(data)
@@ -78,12 +81,12 @@ def read_mem_packet(vm, args: str) -> str:
 
 def write_mem_hex_packet(vm, cpu, args: str) -> str:
     try:
-        spec, _, hexdata = args.partition(":")
-        addr, length = _addr_len(spec)
-        data = bytes.fromhex(hexdata)
+        spec, sep, hexdata = args.partition(":")
+        addr, length = parse_addr_len(spec)
+        data = parse_hex_data(hexdata)
     except ValueError:
         return "E01"
-    if len(data) != length:
+    if not sep or len(data) != length:
         return "E01"
     return "OK" if write_memory(vm, cpu, addr, data) else "E01"
 
@@ -91,12 +94,12 @@ def write_mem_hex_packet(vm, cpu, args: str) -> str:
 def write_mem_binary_packet(vm, cpu, args: bytes) -> str:
     spec, sep, raw = args.partition(b":")
     try:
-        addr, length = _addr_len(spec.decode("latin-1"))
+        addr, length = parse_addr_len(spec.decode("latin-1"))
+        data = unescape_binary(raw)
     except ValueError:
         return "E01"
     if not sep:
         return "E01"
-    data = unescape_binary(raw)
     if len(data) != length:
         return "E01"
     return "OK" if write_memory(vm, cpu, addr, data) else "E01"

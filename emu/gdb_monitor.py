@@ -42,6 +42,14 @@ def _num(text: str) -> int:
     return value
 
 
+def _range(lo_text: str, hi_text: str) -> tuple[int, int]:
+    """An IPA range [LO, HI): LO below HI (an empty range is a mistake, not a no-op)."""
+    lo, hi = _num(lo_text), _num(hi_text)
+    if lo >= hi:
+        raise ValueError(f"empty range [{lo:#x}, {hi:#x}): LO must be below HI")
+    return lo, hi
+
+
 class FaultStop:
     """The `monitor fault-stop` setting: stop before the hypervisor handles each stage-2
     abort (whose IPA is in `range`, when set), and the last abort reported."""
@@ -68,8 +76,9 @@ class FaultStop:
 
     def command(self, args: list[str]) -> str:
         if args[:1] == ["on"] and len(args) in (1, 3):
+            rng = _range(args[1], args[2]) if len(args) == 3 else None
             self.on = True
-            self.range = (_num(args[1]), _num(args[2])) if len(args) == 3 else None
+            self.range = rng
         elif args == ["off"]:
             self.off()
         elif args:
@@ -90,7 +99,7 @@ def monitor(machine, faults: FaultStop, line: str) -> str:
     if cmd == "s2" and args[:1] == ["walk"] and len(args) == 2:
         return _walk(machine, _num(args[1]))
     if cmd == "s2" and args[:1] == ["dump"] and len(args) in (1, 3):
-        lo, hi = (_num(args[1]), _num(args[2])) if len(args) == 3 else (0, 1 << 40)
+        lo, hi = _range(args[1], args[2]) if len(args) == 3 else (0, 1 << 40)
         return _dump(machine.vm, lo, hi)
     if cmd == "dirty" and len(args) <= 1:
         return _dirty(machine.vm, args[0] if args else None)

@@ -6,8 +6,12 @@ Nothing here knows about the machine beyond the vCPU's register accessors (`regs
 """
 from __future__ import annotations
 
+import re
 import select
 import socket
+
+from hyp.arch.exception import (MODE_ABT, MODE_FIQ, MODE_IRQ, MODE_SVC, MODE_SYS, MODE_UND,
+                                MODE_USR)
 
 PACKET_SIZE = 0x4000           # largest packet we accept (advertised in qSupported)
 _MAX_BUFFER = 1 << 20          # a "packet" longer than this is garbage: dropped
@@ -44,6 +48,77 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, number
 
 
+# ---- strict field parsing: every malformed or out-of-range field is a ValueError ---------
+ADDR_LIMIT = 1 << 32           # guest addresses are 32-bit: [addr, addr + len) within 2**32
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_CHECKSUM = re.compile(rb"[0-9a-fA-F]{2}")
+
+
+def parse_hex(text: str, limit: int | None = None) -> int:
+    """A protocol hex number: hex digits only (no sign, space, 0x or _, which int() takes),
+    below `limit` when given."""
+    if not _HEX.fullmatch(text):
+        raise ValueError(f"not hex: {text!r}")
+    value = int(text, 16)
+    if limit is not None and value >= limit:
+        raise ValueError(f"{text!r} out of range")
+    return value
+
+
+def parse_hex_data(text: str) -> bytes:
+    """Hex-encoded bytes: an even number of hex digits, nothing else (fromhex takes spaces)."""
+    if len(text) % 2 or (text and not _HEX.fullmatch(text)):
+        raise ValueError("bad hex data")
+    return bytes.fromhex(text)
+
+
+def parse_addr_len(spec: str) -> tuple[int, int]:
+    """ADDR,LENGTH of m/M/X/Z: a 32-bit address and a range that ends within 2**32."""
+    addr_s, length_s = spec.split(",")
+    addr, length = parse_hex(addr_s, ADDR_LIMIT), parse_hex(length_s)
+    if addr + length > ADDR_LIMIT:
+        raise ValueError("range beyond 32 bits")
+    return addr, length
+
+
+def thread_ok(text: str, any_ok: bool = False) -> bool:
+    """A thread-id naming our one thread (THREAD_ID); with `any_ok` also 0 (any) and -1
+    (all), as H takes."""
+    if any_ok and text in ("-1", "0"):
+        return True
+    try:
+        return parse_hex(text) == THREAD_ID
+    except ValueError:
+        return False
+
+
+_VCONT_ACTION = re.compile(r"(?:[cs]|[CS][0-9a-fA-F]{2})(?::(-1|[0-9a-fA-F]+))?")
+
+
+def _vcont_action_ok(action: str) -> bool:
+    m = _VCONT_ACTION.fullmatch(action)
+    return m is not None and (m.group(1) is None or thread_ok(m.group(1), True))
+
+
+def resume_ok(text: str) -> bool:
+    """Well-formed c/s [ADDR], C/S SIG[;ADDR] or vCont;ACTION[:TID]... (the actions we
+    offer: c C s S; TID our thread, 0 or -1), the address 32-bit and the signal a byte."""
+    if text.startswith("vCont;"):
+        return all(_vcont_action_ok(a) for a in text[6:].split(";"))
+    args = text[1:]
+    try:
+        if text[0] in "CS":
+            sig, sep, args = args.partition(";")
+            parse_hex(sig, 256)
+            if sep and not args:
+                return False
+        if args:
+            parse_hex(args, ADDR_LIMIT)
+    except ValueError:
+        return False
+    return True
+
+
 def hex_bytes(data: bytes) -> str:
     return data.hex()
 
@@ -63,11 +138,16 @@ def escape_binary(data: bytes) -> bytes:
 
 
 def unescape_binary(data: bytes) -> bytes:
+    """X packet data: '}' escapes the next byte (XOR 0x20). ValueError for a '}' ending the
+    data (gdb never sends one: it is no byte at all)."""
     out = bytearray()
     it = iter(data)
     for b in it:
         if b == 0x7D:
-            out.append(next(it, 0x20) ^ 0x20)
+            nxt = next(it, None)
+            if nxt is None:
+                raise ValueError("dangling escape")
+            out.append(nxt ^ 0x20)
         else:
             out.append(b)
     return bytes(out)
@@ -151,10 +231,9 @@ class Connection:
                 payload = bytes(buf[1:end])
                 check = bytes(buf[end + 1:end + 3])
                 del buf[:end + 3]
-                try:
-                    good = int(check, 16) == sum(payload) & 0xFF
-                except ValueError:
-                    good = False
+                # two hex digits: int() would also take " 7", "+7" or "7 "
+                good = _CHECKSUM.fullmatch(check) is not None and \
+                    int(check, 16) == sum(payload) & 0xFF
                 if not good:
                     if self.ack:
                         self._write(b"-")                   # ask for a retransmission
@@ -198,32 +277,40 @@ class Connection:
 
 
 def xfer_features(args: str) -> str:
-    """The reply to qXfer:features:read:ARGS (only target.xml exists)."""
+    """The reply to qXfer:features:read:ANNEX:OFFSET,LENGTH (only target.xml exists).
+    E00 for a malformed request or an unknown annex (the protocol's form), and for LENGTH 0
+    (an 'm' with no data is an error to gdb); an OFFSET at or past the end: 'l', no data.
+    The reply holds at most LENGTH bytes and fits in PACKET_SIZE."""
     annex, _, span = args.partition(":")
     if annex != "target.xml":
         return "E00"
     try:
         off_s, len_s = span.split(",")
-        off, length = int(off_s, 16), int(len_s, 16)
+        off, length = parse_hex(off_s), parse_hex(len_s)
     except ValueError:
-        return "E01"
+        return "E00"
+    if length == 0:
+        return "E00"
     data = TARGET_XML.encode()
-    chunk = data[off:off + length]
-    more = off + length < len(data)
+    chunk = data[off:off + min(length, (PACKET_SIZE - 8) // 2)]  # escaping at most doubles
+    more = off + len(chunk) < len(data)
     return ("m" if more else "l") + escape_binary(chunk).decode("latin-1")
 
 
 # ---- registers (remote numbers 0-15 r0-pc, 16 cpsr; 32-bit little-endian hex) -----------
+# CPSR modes the debugger may set: the PL0/PL1 modes. HYP (0x1A) is the hypervisor's and MON
+# (0x16) does not exist here; Unicorn would silently keep the old mode for any other value.
+GUEST_MODES = frozenset((MODE_USR, MODE_FIQ, MODE_IRQ, MODE_SVC, MODE_ABT, MODE_UND, MODE_SYS))
+
+
 def read_all_regs(cpu) -> str:
     return "".join(le32(v) for v in cpu.regs())
 
 
 def read_reg(cpu, args: str) -> str:
     try:
-        n = int(args, 16)
+        n = parse_hex(args, NREGS)
     except ValueError:
-        return "E01"
-    if not 0 <= n < NREGS:
         return "E01"
     return le32(cpu.regs()[n])
 
@@ -238,26 +325,31 @@ def _set_reg(cpu, n: int, value: int) -> None:
 
 
 def write_reg(cpu, args: str) -> str:
+    """P N=VALUE: E01 (and nothing written) for a bad number, value or CPSR mode."""
     try:
         num, val = args.split("=")
-        n = int(num, 16)
-        raw = bytes.fromhex(val)
+        n = parse_hex(num, NREGS)
+        raw = parse_hex_data(val)
     except ValueError:
         return "E01"
-    if not 0 <= n < NREGS or len(raw) != 4:
+    value = int.from_bytes(raw, "little")
+    if len(raw) != 4 or n == 16 and value & 0x1F not in GUEST_MODES:
         return "E01"
-    _set_reg(cpu, n, int.from_bytes(raw, "little"))
+    _set_reg(cpu, n, value)
     return "OK"
 
 
 def write_all_regs(cpu, args: str) -> str:
+    """G: all of r0-r15 and CPSR (exactly NREGS words) or, on any error, nothing."""
     try:
-        raw = bytes.fromhex(args)
+        raw = parse_hex_data(args)
     except ValueError:
         return "E01"
-    if len(raw) < 4 * NREGS:
+    if len(raw) != 4 * NREGS:
         return "E01"
     values = [int.from_bytes(raw[4 * i:4 * i + 4], "little") for i in range(NREGS)]
+    if values[16] & 0x1F not in GUEST_MODES:
+        return "E01"
     _set_reg(cpu, 16, values[16])               # CPSR first: mode (banks) and T bit
     for n in range(16):
         _set_reg(cpu, n, values[n])

@@ -42,6 +42,12 @@ attached to it (quitting gdb detaches). A guest power-off ends the session (W00)
 hypervisor cannot continue stops with its reason printed: SIGSEGV for a hypervisor error,
 SIGILL for a machine crash (GuestCrash), SIGTRAP for a WFI with no interrupt source.
 
+Every malformed or out-of-range packet is answered with an error (E01; qXfer: E00, as the
+protocol says) and changes nothing: fields are strict hex, addresses 32-bit (ADDR + LENGTH
+within 2**32), P/G take only the PL0/PL1 CPSR modes and G exactly 17 words, Z kinds 2/3/4 and
+watched lengths 1..1 MiB. A read longer than the PacketSize we advertise is answered short.
+`handle(packet)` answers one packet in-process (tests/fuzz/test_fuzz_gdb.py fuzzes it).
+
 The stub is split by purpose: gdb_packets (RSP framing, target.xml, registers), gdb_memory
 (the debug memory path), gdb_breakpoints (Z/z), gdb_run (continue, step, stop replies),
 gdb_monitor (`monitor` commands); this module serves the connection and dispatches packets.
@@ -63,13 +69,35 @@ from .gdb_memory import (read_mem_packet, read_memory, write_mem_binary_packet,
 from .gdb_monitor import monitor as run_monitor
 from .gdb_monitor import monitor_packet
 from .gdb_packets import (INTERRUPT, PACKET_SIZE, TARGET_XML, THREAD_ID, Connection,
-                          hex_bytes, parse_listen, read_all_regs, read_reg, write_all_regs,
-                          write_reg, xfer_features)
+                          hex_bytes, parse_listen, read_all_regs, read_reg, resume_ok,
+                          thread_ok, write_all_regs, write_reg, xfer_features)
 from .gdb_run import SIGTRAP, TERMINAL, RunControl, Stop
 
 __all__ = ["GdbStub", "parse_listen", "TARGET_XML"]
 
 SLICE_INSNS = 100_000          # guest instructions between polls of the connection
+
+
+class _Replies:
+    """The connection of `GdbStub.handle`: keeps what the stub sends; "interrupted" (as by
+    gdb's Ctrl-C) once `deadline` (time.monotonic) has passed."""
+
+    ack = False
+    closed = False
+
+    def __init__(self, deadline: float | None = None) -> None:
+        self.sent: list[str] = []
+        self.deadline = deadline
+
+    def send(self, payload: str | bytes) -> None:
+        self.sent.append(payload.decode("latin-1") if isinstance(payload, bytes) else payload)
+
+    send_console = Connection.send_console
+
+    def poll(self):
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return INTERRUPT
+        return None
 
 
 class GdbStub:
@@ -140,6 +168,24 @@ class GdbStub:
     def monitor(self, line: str) -> str:
         """Run one monitor command (as `monitor LINE` in gdb); returns its output."""
         return run_monitor(self.machine, self._ctl.faults, line)
+
+    def handle(self, packet: bytes | str, attached: bool = True,
+               timeout: float | None = None) -> list[str]:
+        """Answer one packet in-process, without a connection (tests, fuzzing): the same
+        dispatch as `serve`. Returns every packet body the stub sent, in order: the reply
+        is the last one; O packets before it are console text (monitor output, a stop's
+        message). A resume packet runs the guest until it stops by itself or, after
+        `timeout` seconds, stops at the next slice boundary as on gdb's Ctrl-C (T02). `k`
+        sends nothing (an empty list). A str packet is latin-1 (one char a byte)."""
+        if isinstance(packet, str):
+            packet = packet.encode("latin-1")
+        out = _Replies(None if timeout is None else time.monotonic() + timeout)
+        self._ctl.attach()
+        try:
+            self._dispatch(out, packet, attached)
+        finally:
+            self._ctl.detach()
+        return out.sent
 
     # ---- sockets -----------------------------------------------------------------------
     def _bind(self, host: str, port: int) -> socket.socket:
@@ -231,8 +277,9 @@ class GdbStub:
             self._ctl.clear()
 
     # ---- packets ----------------------------------------------------------------------
-    def _dispatch(self, conn: Connection, pkt: bytes, attached: bool):
-        """Answer one packet. Returns None, "detach", "eof" or a final RunResult."""
+    def _dispatch(self, conn: Connection | _Replies, pkt: bytes, attached: bool):
+        """Answer one packet (from `_session`, or `handle`: `conn` a `_Replies`). Returns
+        None, "detach", "eof" or a final RunResult."""
         text = pkt.decode("latin-1")
         cmd = text[:1]
         ctl = self._ctl
@@ -265,12 +312,15 @@ class GdbStub:
             conn.send(write_mem_binary_packet(self.vm, self.cpu, pkt[1:]))
         elif cmd in ("Z", "z"):
             conn.send(ctl.points.packet(text))
-        elif cmd in ("c", "s", "C", "S"):
-            return ctl.resume_packet(conn, text)
+        elif cmd in ("c", "s", "C", "S") or text.startswith("vCont;"):
+            if not resume_ok(text):     # checked here: gdb_run would truncate an address
+                conn.send("E01")
+            elif cmd == "v":
+                return ctl.vcont_packet(conn, text)
+            else:
+                return ctl.resume_packet(conn, text)
         elif text == "vCont?":
             conn.send("vCont;c;C;s;S")
-        elif text.startswith("vCont;"):
-            return ctl.vcont_packet(conn, text)
         elif text.startswith("vKill") or text == "k":
             if text.startswith("vKill"):
                 conn.send("OK")
@@ -291,9 +341,12 @@ class GdbStub:
         elif text == "qsThreadInfo":
             conn.send("l")
         elif text.startswith("qThreadExtraInfo,"):
-            conn.send(hex_bytes(b"vCPU 0"))
-        elif cmd == "H" or cmd == "T":
-            conn.send("OK")
+            ok = thread_ok(text[len("qThreadExtraInfo,"):])
+            conn.send(hex_bytes(b"vCPU 0") if ok else "E01")
+        elif cmd == "H":
+            conn.send("OK" if text[1:2] in ("c", "g") and thread_ok(text[2:], True) else "E01")
+        elif cmd == "T":
+            conn.send("OK" if thread_ok(text[1:]) else "E01")
         elif text.startswith("qSymbol"):
             conn.send("OK")
         elif text == "qOffsets":

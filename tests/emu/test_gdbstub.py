@@ -288,6 +288,11 @@ def test_raw_packets_checksums_and_malformed_input():
     for bad in ("mzz,4", "m40000000", "M40000000,4:zz", "M40000000,8:00", "Z0,zz,4", "Z9,0,4",
                 "pzz", "p99", "P0=zz", "G00", "qRcmd,zz", "X40000000,4", "vCont;x", "", "Q"):
         assert c.ask(bad) in ("", "E00", "E01"), bad
+    # over the socket too: no truncated address, no HYP mode, no dangling escape
+    for bad in ("m140000000,4", "M140000000,1:00", "Z0,140000000,4", "P10=da010040",
+                "c140000000", "X40000000,1:}"):
+        assert c.ask(bad) == "E01", bad
+    assert c.ask("p10") == regs[16 * 8:]
     # MMIO and unbacked addresses: an error, and the device is never touched
     assert c.ask("m9000000,4") == "E01" and c.ask("m8000000,4") == "E01"
     assert c.ask("M9000000,1:41") == "E01"
