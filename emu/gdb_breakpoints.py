@@ -62,7 +62,6 @@ class DebugPoints:
         # resumes, so Unicorn's code cache is not invalidated at every stop.
         self._bps: dict[int, int] = {}
         self._stale: set[int] = set()
-        self._traps: set[int] = set()          # where a step must stop (see add_trap)
         self._resume_skip: tuple[int, int] | None = None   # (PC, instruction index)
         self._hooked: set[int] = set()         # addresses we installed a cpu breakpoint for
         self._watches: dict[tuple[int, int, int], _Watch] = {}
@@ -76,7 +75,6 @@ class DebugPoints:
         self._hooked.clear()
         self._bps.clear()
         self._stale.clear()
-        self._traps.clear()
         for w in self._watches.values():
             self.cpu.uc.hook_del(w.handle)
         if self._watches:
@@ -122,10 +120,10 @@ class DebugPoints:
         # abort still skips, and coming back to it later stops.
         if self._resume_skip == (addr, self.cpu.insn_index()):
             return False
-        return addr in self._bps or addr in self._traps
+        return addr in self._bps
 
     def _unhook_bp(self, addr: int) -> None:
-        if addr in self._hooked and addr not in self._bps and addr not in self._traps:
+        if addr in self._hooked and addr not in self._bps:
             self.cpu.remove_breakpoint(addr)
             self._hooked.discard(addr)
 
@@ -134,18 +132,6 @@ class DebugPoints:
         for addr in self._stale:
             self._unhook_bp(addr)
         self._stale.clear()
-
-    def add_trap(self, addr: int) -> None:
-        """Make a step stop at `addr`. Called between bursts (never from inside Unicorn):
-        hooks may be added."""
-        self._traps.add(addr & ~1)
-        self._hook_bp(addr & ~1)
-
-    def clear_traps(self) -> None:
-        """After a step: its traps go (unless a breakpoint is there too)."""
-        traps, self._traps = self._traps, set()
-        for addr in traps:
-            self._unhook_bp(addr)
 
     def prepare_resume(self, after_watch: bool) -> None:
         """Before the guest resumes: the instruction it resumes on runs (and, after a

@@ -1,10 +1,10 @@
 """Run control of the GDB stub (emu.gdbstub): continue and step under the debugger, why the
 guest stopped, and the stop replies.
 
-- A single step is `Vcpu.run(max_insns=1)`: stage-2 aborts taken by that instruction are
-  handled inside the step, so the step is one guest instruction. An access the hypervisor
-  emulates (MMIO) is one step too, and a step that takes an exception (SVC, UDF, an
-  injected abort) stops on the vector.
+- A single step is `Vcpu.run(max_insns=1)`, the same engine as `s2emu step`: one step is one
+  instruction retiring (stage-2 aborts taken on the way are handled inside it; an access the
+  hypervisor emulates, MMIO, retires too) or one exception entry (SVC, UDF, an injected
+  abort: the step stops on the vector).
 - Continuing runs slices of `slice_insns` instructions and polls the connection between
   them (gdb's Ctrl-C stops the guest at the next slice boundary).
 - fault-stop: a Vcpu observer leaves `Vcpu.run` before the hypervisor handles a stage-2
@@ -20,7 +20,7 @@ from hyp.vcpu import RunResult
 from .cpu import GuestCrash
 from .gdb_breakpoints import DebugPoints
 from .gdb_monitor import FaultStop
-from .gdb_packets import INTERRUPT, THREAD_ID, Connection
+from .gdb_packets import ADDR_LIMIT, INTERRUPT, THREAD_ID, Connection, parse_hex, resume_ok
 
 SIGINT, SIGILL, SIGTRAP, SIGSEGV = 2, 4, 5, 11
 TERMINAL = ("off", "reset")
@@ -60,7 +60,6 @@ class RunControl:
         self.points = DebugPoints(machine)
         self.faults = FaultStop()
         self._fault_skip: tuple | None = None
-        self._stepping = False
         self.last_stop = Stop()
         self.swbreak = False                # gdb understands the swbreak / hwbreak
         self.hwbreak = False                # stop reasons (qSupported)
@@ -68,13 +67,11 @@ class RunControl:
 
     def attach(self) -> None:
         """Observe the vCPU (for the duration of a serve)."""
-        self.start_insns = self.cpu.instructions
+        self.start_insns = self.cpu.progress
         self.vcpu.observers.insert(0, self._observe_exit)
-        self.cpu.exception_observers.append(self._observe_exception)
 
     def detach(self) -> None:
         self.vcpu.observers.remove(self._observe_exit)
-        self.cpu.exception_observers.remove(self._observe_exception)
 
     def clear(self) -> None:
         """Drop everything a session installed (on detach, disconnect or the end)."""
@@ -83,19 +80,13 @@ class RunControl:
         self._fault_skip = None
 
     def final(self, r: RunResult) -> RunResult:
-        """The result of the whole serve: instructions counted from its start."""
-        return RunResult(r.reason, self.cpu.instructions - self.start_insns, r.error, r.exit)
+        """The result of the whole serve: steps counted from its start."""
+        return RunResult(r.reason, self.cpu.progress - self.start_insns, r.error, r.exit)
 
     # ---- observers -------------------------------------------------------------------------
     def _observe_exit(self, kind: str, ex, outcome) -> None:
         """Vcpu observer (first in the list): fault-stop leaves the run before the
         hypervisor acts, so later observers see each handled abort exactly once."""
-        if kind == "handled" and self._stepping and outcome in ("mmio", "inject"):
-            # The hypervisor completed the step's instruction (emulated it, or injected an
-            # abort): stop before the next one, which Vcpu.run(max_insns=1) would also run
-            # because the CPU did not count the emulated one.
-            self.points.add_trap(self.cpu.pc)
-            return
         if kind != "exit" or not isinstance(ex, Stage2Abort):
             return
         if self._fault_skip is None and not self.faults.on:
@@ -113,12 +104,6 @@ class RunControl:
         if not self.faults.covers(pf.ipa):
             return
         raise _FaultStop(Stop(SIGTRAP, message=self.faults.report(ex), kind="fault", fault=key))
-
-    def _observe_exception(self, exc, lr: int, vector: int) -> None:
-        """A step that enters the guest's vectors stops on the vector's first instruction
-        (UDF and injected aborts are not counted as executed by the CPU)."""
-        if self._stepping:
-            self.points.add_trap(vector)
 
     # ---- running ---------------------------------------------------------------------------
     def _run(self, max_insns: int) -> tuple[RunResult | None, Stop | None]:
@@ -163,12 +148,7 @@ class RunControl:
         self._fault_skip = last.fault if last.kind == "fault" else None
 
     def _step(self) -> Stop:
-        self._stepping = True
-        try:
-            r, stop = self._run(1)
-        finally:
-            self._stepping = False
-            self.points.clear_traps()
+        _, stop = self._run(1)
         return stop or Stop(SIGTRAP)
 
     def _continue(self, conn: Connection) -> Stop:
@@ -201,20 +181,22 @@ class RunControl:
         return None
 
     def resume_packet(self, conn: Connection, text: str):
-        cmd, args = text[0], text[1:]
-        if cmd in "CS":
-            args = args.partition(";")[2]       # the signal is dropped: nothing to deliver
-        try:
-            addr = int(args, 16) if args else None
-        except ValueError:
+        """c/s [ADDR], C/S SIG[;ADDR]: the signal is dropped (nothing to deliver)."""
+        if not resume_ok(text):
             conn.send("E01")
             return None
+        cmd, args = text[0], text[1:]
+        if cmd in "CS":
+            args = args.partition(";")[2]
+        addr = parse_hex(args, ADDR_LIMIT) if args else None
         return self._resume(conn, cmd in "sS", addr)
 
     def vcont_packet(self, conn: Connection, text: str):
-        # One thread: the first action is the one that applies to it (vCont;s:1;c = step).
+        """The leftmost action that applies to our (only) thread is the one to run
+        (vCont;s:1;c = step)."""
+        if not resume_ok(text):
+            conn.send("E01")
+            return None
         verb = text.split(";")[1][:1]
-        if verb in ("c", "C", "s", "S"):
-            return self._resume(conn, verb in "sS", None)
-        conn.send("E01")
+        return self._resume(conn, verb in "sS", None)
         return None

@@ -69,7 +69,7 @@ from .gdb_memory import (read_mem_packet, read_memory, write_mem_binary_packet,
 from .gdb_monitor import monitor as run_monitor
 from .gdb_monitor import monitor_packet
 from .gdb_packets import (INTERRUPT, PACKET_SIZE, TARGET_XML, THREAD_ID, Connection,
-                          hex_bytes, parse_listen, read_all_regs, read_reg, resume_ok,
+                          hex_bytes, parse_listen, read_all_regs, read_reg,
                           thread_ok, write_all_regs, write_reg, xfer_features)
 from .gdb_run import SIGTRAP, TERMINAL, RunControl, Stop
 
@@ -312,13 +312,10 @@ class GdbStub:
             conn.send(write_mem_binary_packet(self.vm, self.cpu, pkt[1:]))
         elif cmd in ("Z", "z"):
             conn.send(ctl.points.packet(text))
-        elif cmd in ("c", "s", "C", "S") or text.startswith("vCont;"):
-            if not resume_ok(text):     # checked here: gdb_run would truncate an address
-                conn.send("E01")
-            elif cmd == "v":
-                return ctl.vcont_packet(conn, text)
-            else:
-                return ctl.resume_packet(conn, text)
+        elif text.startswith("vCont;"):
+            return ctl.vcont_packet(conn, text)
+        elif cmd in ("c", "s", "C", "S"):
+            return ctl.resume_packet(conn, text)
         elif text == "vCont?":
             conn.send("vCont;c;C;s;S")
         elif text.startswith("vKill") or text == "k":

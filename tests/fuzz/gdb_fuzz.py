@@ -284,7 +284,7 @@ class Fuzzer:
         ref.load(ELF)
         for addr, data in self.writes:
             for ipa, n, _ in self._pieces(addr, len(data)):
-                ref.vm.write_guest(ipa, data[ipa - addr:ipa - addr + n])
+                ref.vm.write_guest(ipa, data[ipa - addr:ipa - addr + n], debugger=True)
         a, b = self.m.host.mem.buf, ref.host.mem.buf
         assert a.shape == b.shape
         step = 16 << 20
