@@ -119,6 +119,8 @@ class RunControl:
             return r, None
         if r.reason == "debug":
             return r, self._debug_stop()
+        if r.reason == "interrupt":              # Ctrl-C at the terminal ends the session
+            return r, Stop(kind="exit", result=self.final(r))
         if r.reason in TERMINAL:
             note = "s2emu: the guest asked for SYSTEM_RESET: this board stops\n" \
                 if r.reason == "reset" else ""
@@ -174,7 +176,7 @@ class RunControl:
         if stop.message:
             conn.send_console(stop.message)
         if stop.kind == "exit":
-            conn.send("W00")
+            conn.send("W00" if stop.result.reason in TERMINAL else "X02")
             return stop.result
         self.last_stop = stop
         conn.send(stop.reply())

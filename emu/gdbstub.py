@@ -143,9 +143,9 @@ class GdbStub:
         wait=True: nothing runs until a debugger connects; it finds the guest stopped
         before its first instruction. wait=False: the guest runs at once; a debugger that
         connects stops it wherever it is. `max_insns` / `timeout` bound only the running
-        done with no debugger attached (before one connects, after it detached)."""
-        host, port = parse_listen(listen)
-        lsock = self._bind(host, port)
+        done with no debugger attached (before one connects, after it detached). `listen`
+        may also be a socket from `listen()`."""
+        lsock = self.listen(listen) if isinstance(listen, str) else listen
         self._wait = wait
         self._ctl.attach()
         try:
@@ -188,17 +188,24 @@ class GdbStub:
         return out.sent
 
     # ---- sockets -----------------------------------------------------------------------
-    def _bind(self, host: str, port: int) -> socket.socket:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    def listen(self, listen: str) -> socket.socket:
+        """Bind the listening socket (OSError naming the address if that fails)."""
+        host, port = parse_listen(listen)
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+        except socket.gaierror as e:
+            raise OSError(f"cannot listen on {host}:{port}: {e.strerror}") from None
         family, kind, proto, _, addr = infos[0]
         lsock = socket.socket(family, kind, proto)
         try:
             lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             lsock.bind(addr)
             lsock.listen(1)
-        except OSError:
+        except OSError as e:
             lsock.close()
-            raise
+            raise OSError(f"cannot listen on {host}:{port}: "
+                          f"{e.strerror or e}") from None
         self.host, self.port = lsock.getsockname()[:2]
         if self.on_listen is not None:
             self.on_listen(self.host, self.port)
@@ -234,13 +241,13 @@ class GdbStub:
                 budget = min(budget, max_insns - free_insns)
             if timeout is not None and free_time >= timeout:
                 return self._ctl.final(RunResult("timeout", 0))
-            t0, i0 = time.monotonic(), self.cpu.instructions
+            t0, i0 = time.monotonic(), self.cpu.progress
             self.cpu.resume_from_breakpoint()   # someone else's breakpoint: run past it
             try:
                 r = self.vcpu.run(max_insns=budget)
             except GuestCrash as e:
                 return self._ctl.final(RunResult("error", 0, str(e)))
-            free_insns += self.cpu.instructions - i0
+            free_insns += self.cpu.progress - i0
             free_time += time.monotonic() - t0
             if r.reason not in ("budget", "debug"):
                 return self._ctl.final(r)

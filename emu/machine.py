@@ -2,11 +2,12 @@
 `BareMachine` (host memory + CPU only: the low-level entry point for test harnesses)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
 from hyp.arch.mmu import MMU
-from hyp.host import Host
+from hyp.host import TABLE_POOL, Host
 from hyp.vcpu import RunResult, Vcpu
 from hyp.vm import VM
 
@@ -23,6 +24,33 @@ UART0 = 0x0900_0000
 RAM_BASE = 0x4000_0000
 DEFAULT_RAM = 128 << 20
 MAX_RAM = 255 << 30          # virt: RAM up to 256 GiB below the 40-bit limit
+
+
+def host_memory() -> int:
+    """What this host can back with memory: RAM plus swap (the kernel's overcommit heuristic
+    refuses one allocation larger than that)."""
+    try:
+        with open("/proc/meminfo") as f:
+            info = {k: int(v.split()[0]) * 1024 for k, v in
+                    (line.split(":", 1) for line in f if ":" in line)}
+        return info["MemTotal"] + info.get("SwapTotal", 0)
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_ram_size(size: int, text: str | None = None) -> None:
+    """ValueError unless `size` bytes of guest RAM fit the board and this host."""
+    what = text or f"{size >> 20}M"
+    if size > MAX_RAM:
+        raise ValueError(f"--mem {what}: the board has room for at most {MAX_RAM >> 30} GiB "
+                         f"of RAM")
+    overhead = Host.size_for([size, FLASH_SIZE, FLASH_SIZE]) - size + TABLE_POOL
+    limit = host_memory() - overhead
+    if size > limit:
+        raise ValueError(f"--mem {what} is more than this host can back: at most "
+                         f"{max(0, limit) >> 20} MiB (host RAM + swap "
+                         f"{host_memory() / (1 << 30):.1f} GiB, less "
+                         f"{overhead >> 20} MiB for flash and stage-2 tables)")
 
 
 def parse_size(text: str) -> int:
@@ -73,6 +101,7 @@ class Machine:
                  extra: list[Extra] | None = None) -> None:
         if not 0 < ram <= MAX_RAM:
             raise ValueError(f"RAM size must be between 4 KiB and {MAX_RAM >> 30} GiB")
+        check_ram_size(ram)
         extra = extra or []
         sizes = [ram, FLASH_SIZE, FLASH_SIZE] + [e.size for e in extra]
         self.host = Host(Host.size_for(sizes))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from hyp import dirty
 from hyp.arch.walk import explain
@@ -14,7 +13,7 @@ from .machine import Machine
 from .perfetto import PerfettoExporter
 from .trace import Tracer
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_INTERRUPT = 0, 1, 2, 3, 130
 LEVELS = {"1g": 1, "2m": 2, "4k": 3}
 
 
@@ -22,6 +21,7 @@ class Session:
     """A Machine plus the observers the options asked for."""
 
     def __init__(self, a: argparse.Namespace) -> None:
+        """Build the board and load the guest (nothing runs, nothing is written yet)."""
         self.a = a
         out = sys.stdout.buffer
 
@@ -33,23 +33,33 @@ class Session:
         self.m = Machine(a.mem, split=a.split, icount=not a.no_icount,
                          max_level=LEVELS[a.hugepages], console=console)
         self.image = self.m.load(a.elf, a.args)
+        self._trace_file = None
+        self.tracer = None
+        self.exporter = None
+        self.harvests = 0
+
+    def start(self) -> None:
+        """Open the outputs, pre-fault, turn dirty logging on (a harvest every --harvest-ms
+        of virtual time, and whenever the dirty ring is full), attach tracing."""
+        a, m = self.a, self.m
         self._trace_file = open(a.trace_file, "w") if a.trace and a.trace_file else None
         self.tracer = (Tracer(a.trace, out=self._trace_file, fmt=a.trace_format,
                               addr_range=a.trace_range, ring=a.trace_ring,
-                              slices=a.cmd != "step") if a.trace else None)
+                              slices=a.command != "step") if a.trace else None)
         if self.tracer and not getattr(a, "trace_later", False):
-            self.tracer.attach(self.m)
-        self.exporter = PerfettoExporter(self.m) if a.perfetto else None
-        self.harvests = 0
+            self.tracer.attach(m)
+        self.exporter = PerfettoExporter(m) if a.perfetto else None
         if a.prefault:
-            self.m.vm.update_vmid()
-            self.m.vm.map_slot(self.m.ram)
+            m.vm.update_vmid()
+            m.vm.map_slot(m.ram)
         if a.log_dirty:
-            vm = self.m.vm
+            vm = m.vm
             if a.dirty_mode == "ring":
                 dirty.enable_dirty_ring(vm, a.ring_size)
-            dirty.enable_logging(vm, self.m.ram, manual_protect=a.dirty_mode == "manual")
-            print(f"[s2emu] dirty logging on {self.m.ram.name} ({self.m.ram.npages} pages, "
+                vm.on_dirty_ring_full = lambda: self.harvest(ring_full=True)
+            dirty.enable_logging(vm, m.ram, manual_protect=a.dirty_mode == "manual")
+            vm.clock.every(max(1, round(a.harvest_ms * 1e6)), lambda now: self.harvest())
+            print(f"[s2emu] dirty logging on {m.ram.name} ({m.ram.npages} pages, "
                   f"{a.dirty_mode}, split {vm.split}), harvest every {a.harvest_ms:g} ms of "
                   f"virtual time", file=sys.stderr)
 
@@ -59,25 +69,12 @@ class Session:
         return self._trace_file or sys.stderr
 
     def run(self, max_insns: int | None = None, timeout: float | None = None) -> RunResult:
-        """Run; with dirty logging, harvest every --harvest-ms of virtual time."""
-        m, a = self.m, self.a
-        if not a.log_dirty:
-            return m.run(max_insns=max_insns, timeout=timeout)
-        vm = m.vm
-        period = int(a.harvest_ms * 1e6)
-        deadline = time.monotonic() + timeout if timeout else None
-        start = m.cpu.instructions
-        while True:
-            left = None if max_insns is None else max_insns - (m.cpu.instructions - start)
-            if left is not None and left <= 0:
-                return RunResult("budget", m.cpu.instructions - start)
-            wall = None if deadline is None else max(0.0, deadline - time.monotonic())
-            result = m.vcpu.run(max_insns=left, timeout=wall,
-                                until_ns=(vm.clock.now_ns() // period + 1) * period)
-            if result.reason in ("time", "dirty-ring-full", "off", "reset"):
-                self.harvest(ring_full=result.reason == "dirty-ring-full")
-            if result.reason not in ("time", "dirty-ring-full"):
-                return result
+        """Run the guest (harvests happen on their virtual-time timer); with dirty logging,
+        one last harvest when the guest powers off."""
+        result = self.m.run(max_insns=max_insns, timeout=timeout)
+        if self.a.log_dirty and result.reason in ("off", "reset"):
+            self.harvest()
+        return result
 
     def harvest(self, ring_full: bool = False) -> int:
         """Collect the RAM slot's dirty pages (and re-protect them) and report the count."""
@@ -131,6 +128,9 @@ def exit_status(m: Machine, result: RunResult, a: argparse.Namespace) -> int:
         print(f"s2emu: error: guest did not stop within {a.timeout} s (PC {m.cpu.pc:#x})",
               file=sys.stderr)
         return EXIT_LIMIT
+    if result.reason == "interrupt":
+        print(f"s2emu: interrupted (Ctrl-C) at PC {m.cpu.pc:#x}", file=sys.stderr)
+        return EXIT_INTERRUPT
     if result.reason == "wfi":
         print(f"s2emu: error: guest waits for an interrupt (WFI at PC {m.cpu.pc:#x}) and this "
               f"board has no interrupt source", file=sys.stderr)

@@ -2,6 +2,7 @@
 between (stage-2 faults, dirty marking, block splits, TLB flushes, MMIO, injections)."""
 from __future__ import annotations
 
+import time
 from typing import TextIO
 
 from hyp.vcpu import RunResult
@@ -13,11 +14,13 @@ from .trace_format import code_hex, disassemble
 REG_NAMES = [f"r{i}" for i in range(13)] + ["sp", "lr", "pc", "cpsr"]
 
 
-def step(m: Machine, count: int, out: TextIO) -> RunResult:
-    """Execute `count` instructions one at a time; print each with the registers it changed.
-    Events of the hypervisor during a step are printed by whatever tracer is attached to `m`
-    (see emu.trace), between the instruction line and its result line."""
+def step(m: Machine, count: int, out: TextIO, timeout: float | None = None) -> RunResult:
+    """Execute `count` steps one at a time - an instruction, or an exception entry - and
+    print each with the registers it changed. Events of the hypervisor during a step are
+    printed by whatever tracer is attached to `m` (see emu.trace), between the instruction
+    line and its result line. `timeout`: seconds of wall clock for all the steps."""
     result = RunResult("budget", 0)
+    deadline = time.monotonic() + timeout if timeout else None
     for n in range(1, count + 1):
         cpu = m.cpu
         pc, thumb = cpu.pc, cpu.thumb
@@ -27,7 +30,8 @@ def step(m: Machine, count: int, out: TextIO) -> RunResult:
                   f"{code_hex(code[:cpu.insn_length(pc, thumb)], thumb):9}  "
                   f"{disassemble(code, pc, thumb)}\n")
         out.flush()
-        result = m.vcpu.run(max_insns=1)
+        left = None if deadline is None else max(1e-3, deadline - time.monotonic())
+        result = m.vcpu.run(max_insns=1, timeout=left)
         after = cpu.regs()
         changed = [f"{REG_NAMES[i]}={after[i]:#x}" for i in range(17)
                    if after[i] != before[i] and i != 15]

@@ -130,16 +130,14 @@ class Event(NamedTuple):
 def parse_kinds(text: str) -> set[str]:
     """'exit,mmio,hyp' -> {'exit', 'mmio', 'hyp'}; 'all' means every kind."""
     kinds = {k.strip().lower() for k in text.split(",") if k.strip()}
-    if "all" in kinds:
-        return set(KINDS)
-    unknown = sorted(kinds - set(KINDS))
+    unknown = sorted(kinds - set(KINDS) - {"all"})
     if unknown:
         raise TraceError(f"unknown trace kind{'s' if len(unknown) > 1 else ''} "
                          f"{', '.join(repr(k) for k in unknown)} "
                          f"(choose from {', '.join(KINDS)}, or all)")
     if not kinds:
         raise TraceError(f"no trace kinds given (choose from {', '.join(KINDS)}, or all)")
-    return kinds
+    return set(KINDS) if "all" in kinds else kinds
 
 
 def _number(text: str) -> int:
