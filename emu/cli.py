@@ -294,6 +294,7 @@ def run(a: argparse.Namespace) -> int:
     except BaseException as e:           # GuestCrash: the trace ring shows what led to it
         session.close(error=f"{type(e).__name__}: {e}")
         raise
+    session.finished(result)
     session.close(error=result.error)
     return session.report(result)
 

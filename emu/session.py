@@ -69,12 +69,14 @@ class Session:
         return self._trace_file or sys.stderr
 
     def run(self, max_insns: int | None = None, timeout: float | None = None) -> RunResult:
-        """Run the guest (harvests happen on their virtual-time timer); with dirty logging,
-        one last harvest when the guest powers off."""
-        result = self.m.run(max_insns=max_insns, timeout=timeout)
+        """Run the guest (harvests happen on their virtual-time timer)."""
+        return self.m.run(max_insns=max_insns, timeout=timeout)
+
+    def finished(self, result: RunResult) -> None:
+        """However the guest ran (free, stepped, under gdb): with dirty logging, one last
+        harvest when it powers off."""
         if self.a.log_dirty and result.reason in ("off", "reset"):
             self.harvest()
-        return result
 
     def harvest(self, ring_full: bool = False) -> int:
         """Collect the RAM slot's dirty pages (and re-protect them) and report the count."""

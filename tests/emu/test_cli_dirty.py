@@ -39,3 +39,14 @@ def test_dump_and_walk():
     assert "r-- AF=1 XN=1 4K page" in p.stderr                      # flash1: execute-never
     assert "-> stage-2 translation fault, level 2, read IPA 0x9000000" in p.stderr
     assert "L3 [   0] @" in p.stderr
+
+
+def test_log_dirty_under_the_gdb_stub_harvests_the_same():
+    """Harvests run on a virtual-time timer inside the vCPU loop, whoever drives it: the
+    stub's free run harvests exactly as a plain run does."""
+    args = ["run", "guests/dirtyram.elf", "--args", "256 16 5 20", "--mem", "64M",
+            "--log-dirty", "--harvest-ms", "25"]
+    plain, stub = s2emu(*args), s2emu(*args, "--gdb", "tcp::0")
+    assert plain.returncode == stub.returncode == 0, stub.stderr
+    harvests = [[l for l in p.stderr.splitlines() if "] harvest " in l] for p in (plain, stub)]
+    assert len(harvests[0]) >= 4 and harvests[0] == harvests[1]
