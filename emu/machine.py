@@ -67,6 +67,11 @@ def parse_size(text: str) -> int:
     return value
 
 
+def board_slots(ram: int) -> list[int]:
+    """The sizes of the memslots one `Machine` allocates from its host."""
+    return [ram, FLASH_SIZE, FLASH_SIZE]
+
+
 class BareMachine:
     """Host memory and a CPU with no hypervisor: the caller writes stage-2 tables and code into
     `mem`, sets HCR/VTCR/VTTBR with `cpu.load_stage2`, and gets every exit from `cpu.run`."""
@@ -98,14 +103,18 @@ class Machine:
 
     def __init__(self, ram: int = DEFAULT_RAM, *, split: str = "lazy", icount: bool = True,
                  max_level: int = 1, console: Callable[[bytes], None] | None = None,
-                 extra: list[Extra] | None = None) -> None:
+                 extra: list[Extra] | None = None, host: Host | None = None,
+                 mmu: MMU | None = None, name: str = "vm") -> None:
+        """`host`/`mmu`: share one host (memory, table pool, VMIDs, TLB) and one physical
+        CPU's MMU with other VMs (emu.host_machine); by default the board has its own."""
         if not 0 < ram <= MAX_RAM:
             raise ValueError(f"RAM size must be between 4 KiB and {MAX_RAM >> 30} GiB")
-        check_ram_size(ram)
         extra = extra or []
-        sizes = [ram, FLASH_SIZE, FLASH_SIZE] + [e.size for e in extra]
-        self.host = Host(Host.size_for(sizes))
-        self.vm = VM(self.host, split=split)
+        if host is None:
+            check_ram_size(ram)
+            host = Host(Host.size_for(board_slots(ram) + [e.size for e in extra]))
+        self.host = host
+        self.vm = VM(self.host, name, split=split)
         self.ram = self.vm.add_memslot(RAM_BASE, ram, name="ram", max_level=max_level)
         self.vm.add_memslot(FLASH0, FLASH_SIZE, name="flash0", readonly=True, max_level=3)
         self.vm.add_memslot(FLASH1, FLASH_SIZE, name="flash1", readonly=True, noexec=True,
@@ -116,7 +125,7 @@ class Machine:
         self.vm.attach(UART0, self.uart)
         self.vm.attach(FLASH0, Flash("flash0", FLASH_SIZE))
         self.vm.attach(FLASH1, Flash("flash1", FLASH_SIZE))
-        self.mmu = MMU(self.host.mem, self.host.tlb)
+        self.mmu = mmu if mmu is not None else MMU(self.host.mem, self.host.tlb)
         self.cpu = VCPU(self.host.mem, self.mmu, icount=icount)
         self.vcpu = Vcpu(self.vm, self.cpu)
         self.image: loader.Image | None = None

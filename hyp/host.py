@@ -26,12 +26,13 @@ def backing_align(size: int) -> int:
 class Host:
     """Host physical memory [HOST_BASE, +size): a table-page pool, then memslot backing."""
 
-    def __init__(self, ram_size: int, table_pool: int = TABLE_POOL) -> None:
+    def __init__(self, ram_size: int, table_pool: int = TABLE_POOL, *,
+                 vmid_bits: int = 8) -> None:
         size = table_pool + ram_size
         self.mem = PhysMem(size, base=HOST_BASE)
         self.pool = TablePool(self.mem, HOST_BASE, table_pool)
         self.tlb = TLB()
-        self.vmids = VmidAllocator(self.tlb)
+        self.vmids = VmidAllocator(self.tlb, bits=vmid_bits)
         self._next = HOST_BASE + table_pool
 
     def alloc_backing(self, size: int) -> int:
