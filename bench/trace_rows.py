@@ -8,7 +8,7 @@ import statistics
 
 from bench.common import BenchError, Context, Result, Rows, timed
 from emu.machine import Machine
-from emu.trace import Tracer
+from emu.debug.trace import Tracer
 
 ROWS = Rows()
 register = ROWS.register

@@ -11,7 +11,7 @@ from hyp.host import TABLE_POOL, Host
 from hyp.vcpu import RunResult, Vcpu
 from hyp.vm import VM
 
-from . import loader
+from .boot import loader
 from .cpu import VCPU
 from .devices.flash import Flash
 from .devices.pl011 import PL011

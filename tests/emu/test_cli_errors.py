@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from emu.cli import main
+from emu.cli.main import main
 from emu.machine import MAX_RAM, host_memory
 
 HELLO = "guests/hello.elf"

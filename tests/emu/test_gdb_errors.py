@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from emu.gdb_memory import MAX_READ
-from emu.gdb_packets import NREGS, TARGET_XML
-from emu.gdbstub import GdbStub
+from emu.debug.gdb_memory import MAX_READ
+from emu.debug.gdb_packets import NREGS, TARGET_XML
+from emu.debug.gdbstub import GdbStub
 from emu.machine import RAM_BASE, Machine
 from hyp import dirty
 

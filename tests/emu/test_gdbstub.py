@@ -1,4 +1,4 @@
-"""The GDB remote stub (emu.gdbstub): real gdb-multiarch sessions in batch mode, raw packets,
+"""The GDB remote stub (emu.debug.gdbstub): real gdb-multiarch sessions in batch mode, raw packets,
 and the debug path's promises (reads have no side effect, writes are marked dirty)."""
 import os
 import re
@@ -11,7 +11,7 @@ import time
 import capstone
 import pytest
 
-from emu.gdbstub import GdbStub, TARGET_XML, parse_listen
+from emu.debug.gdbstub import GdbStub, TARGET_XML, parse_listen
 from emu.machine import Machine
 from hyp import dirty
 

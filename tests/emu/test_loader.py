@@ -8,7 +8,7 @@ import sys
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from emu.loader import Image, LoaderError, load
+from emu.boot.loader import Image, LoaderError, load
 from emu.machine import RAM_BASE, Machine
 
 from conftest import GUESTS, ROOT

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from emu.machine import Machine
-from emu.step import step
+from emu.debug.step import step
 
 from conftest import GUESTS
 

@@ -20,8 +20,8 @@ import os
 import pytest
 
 from emu.machine import Machine
-from emu.perfetto import PerfettoExporter
-from emu.trace import KINDS, TraceError, Tracer, parse_kinds, parse_range
+from emu.debug.perfetto import PerfettoExporter
+from emu.debug.trace import KINDS, TraceError, Tracer, parse_kinds, parse_range
 from hyp import dirty
 from hyp.exits import Stage2Abort
 

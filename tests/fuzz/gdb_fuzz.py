@@ -1,4 +1,4 @@
-"""Packet fuzzing of the GDB stub (emu.gdbstub) against a real loaded Machine: packets from
+"""Packet fuzzing of the GDB stub (emu.debug.gdbstub) against a real loaded Machine: packets from
 gdb_fuzz_gen, an independent oracle of what the stub must answer, and the invariants
 checked after every packet.
 
@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 
-from emu.gdb_breakpoints import MAX_WATCH
-from emu.gdb_memory import MAX_READ
-from emu.gdb_packets import PACKET_SIZE, TARGET_XML
-from emu.gdbstub import GdbStub
+from emu.debug.gdb_breakpoints import MAX_WATCH
+from emu.debug.gdb_memory import MAX_READ
+from emu.debug.gdb_packets import PACKET_SIZE, TARGET_XML
+from emu.debug.gdbstub import GdbStub
 from emu.machine import Machine
 from gdb_fuzz_gen import GUEST_MODES, H
 

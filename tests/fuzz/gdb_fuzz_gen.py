@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 
-from emu.gdb_breakpoints import MAX_WATCH
-from emu.gdb_memory import MAX_READ
-from emu.gdb_packets import PACKET_SIZE
+from emu.debug.gdb_breakpoints import MAX_WATCH
+from emu.debug.gdb_memory import MAX_READ
+from emu.debug.gdb_packets import PACKET_SIZE
 
 H = "[0-9a-fA-F]+"
 GUEST_MODES = (0x10, 0x11, 0x12, 0x13, 0x17, 0x1B, 0x1F)

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from emu.loader import LoaderError, load
+from emu.boot.loader import LoaderError, load
 from emu.machine import Machine
 
 from conftest import GUESTS

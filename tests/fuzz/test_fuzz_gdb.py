@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emu.gdb_packets import INTERRUPT, Connection
+from emu.debug.gdb_packets import INTERRUPT, Connection
 from gdb_fuzz import Fuzzer
 from gdb_fuzz_gen import packet
 

@@ -1,4 +1,4 @@
-"""Breakpoints and watchpoints of the GDB stub (emu.gdbstub): the Z/z packets.
+"""Breakpoints and watchpoints of the GDB stub (emu.debug.gdbstub): the Z/z packets.
 
 - Breakpoints are PC checks (`VCPU.add_breakpoint`: a code hook bounded to one address);
   guest memory is never patched. gdb's kinds 2/3 (Thumb) and 4 (ARM) are all accepted.

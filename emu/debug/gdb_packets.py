@@ -1,4 +1,4 @@
-"""GDB remote serial protocol plumbing for emu.gdbstub: packet framing and checksums over a
+"""GDB remote serial protocol plumbing for emu.debug.gdbstub: packet framing and checksums over a
 socket, binary escaping, hex helpers, the listen address, target.xml and the core registers.
 
 Nothing here knows about the machine beyond the vCPU's register accessors (`regs`, `set_reg`,

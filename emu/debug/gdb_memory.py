@@ -1,4 +1,4 @@
-"""Guest memory for the debugger (emu.gdbstub): the side-effect-free debug path.
+"""Guest memory for the debugger (emu.debug.gdbstub): the side-effect-free debug path.
 
 VA -> IPA (guest stage 1 is not modelled: VA = IPA) -> memslot -> host memory. No TLB fill,
 no access flag, nothing marked dirty; devices (MMIO) are never touched: reading them is an

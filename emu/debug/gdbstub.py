@@ -63,7 +63,7 @@ from typing import Callable
 
 from hyp.vcpu import RunResult
 
-from .cpu import GuestCrash
+from ..cpu import GuestCrash
 from .gdb_memory import (read_mem_packet, read_memory, write_mem_binary_packet,
                          write_mem_hex_packet, write_memory)
 from .gdb_monitor import monitor as run_monitor
@@ -360,13 +360,13 @@ class GdbStub:
         return None
 
 
-# ---- python -m emu.gdbstub ------------------------------------------------------------
+# ---- python -m emu.debug.gdbstub ------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """A small entry point (tests, quick use): load ELF, serve, print the outcome."""
-    from .loader import LoaderError
-    from .machine import Machine, parse_size
+    from ..boot.loader import LoaderError
+    from ..machine import Machine, parse_size
 
-    p = argparse.ArgumentParser(prog="python -m emu.gdbstub",
+    p = argparse.ArgumentParser(prog="python -m emu.debug.gdbstub",
                                 description="run a guest under the GDB remote stub")
     p.add_argument("elf")
     p.add_argument("--listen", default="tcp::1234",

@@ -8,7 +8,7 @@ from typing import TextIO
 from hyp.vcpu import RunResult
 
 from .gdb_memory import read_memory
-from .machine import Machine
+from ..machine import Machine
 from .trace_format import code_hex, disassemble
 
 REG_NAMES = [f"r{i}" for i in range(13)] + ["sp", "lr", "pc", "cpsr"]
@@ -17,7 +17,7 @@ REG_NAMES = [f"r{i}" for i in range(13)] + ["sp", "lr", "pc", "cpsr"]
 def step(m: Machine, count: int, out: TextIO, timeout: float | None = None) -> RunResult:
     """Execute `count` steps one at a time - an instruction, or an exception entry - and
     print each with the registers it changed. Events of the hypervisor during a step are
-    printed by whatever tracer is attached to `m` (see emu.trace), between the instruction
+    printed by whatever tracer is attached to `m` (see emu.debug.trace), between the instruction
     line and its result line. `timeout`: seconds of wall clock for all the steps."""
     result = RunResult("budget", 0)
     deadline = time.monotonic() + timeout if timeout else None

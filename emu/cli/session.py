@@ -9,9 +9,9 @@ from hyp import dirty
 from hyp.arch.walk import explain
 from hyp.vcpu import RunResult
 
-from .machine import Machine
-from .perfetto import PerfettoExporter
-from .trace import Tracer
+from ..debug.perfetto import PerfettoExporter
+from ..debug.trace import Tracer
+from ..machine import Machine
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_INTERRUPT = 0, 1, 2, 3, 130
 LEVELS = {"1g": 1, "2m": 2, "4k": 3}

@@ -1,4 +1,4 @@
-"""The `monitor` commands of the GDB stub (emu.gdbstub): stage-2 walk and dump, dirty log,
+"""The `monitor` commands of the GDB stub (emu.debug.gdbstub): stage-2 walk and dump, dirty log,
 TLB, statistics, and the fault-stop setting. Everything here only reads the machine, except
 `fault-stop`, which changes the stub's `FaultStop` setting.
 """

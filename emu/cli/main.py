@@ -17,14 +17,14 @@ from hyp.dirty import DirtyLogError, check_ring_size
 from hyp.host import OutOfHostMemory
 from hyp.vcpu import RunResult
 
-from .cpu import GuestCrash
-from .gdb_packets import parse_listen
-from .loader import LoaderError
-from .machine import check_ram_size, parse_size
+from ..boot.loader import LoaderError
+from ..cpu import GuestCrash
+from ..debug.gdb_packets import parse_listen
+from ..debug.step import step
+from ..debug.trace import FORMATS, KINDS, TraceError, parse_kinds, parse_range
+from ..machine import check_ram_size, parse_size
+from ..stop import sigint_stops
 from .session import EXIT_ERROR, EXIT_INTERRUPT, EXIT_USAGE, Session
-from .step import step
-from .stop import sigint_stops
-from .trace import FORMATS, KINDS, TraceError, parse_kinds, parse_range
 
 STEP_TRACE = "s2,tlb,dirty,exc,exit,mmio,hyp"
 VERSION = "0.2.0"
@@ -243,7 +243,7 @@ def _resolve(session: Session, where: str) -> int:
 
 def _gdb_stub(session: Session, a: argparse.Namespace):
     """The stub and its bound socket (a busy port fails here, before anything runs)."""
-    from .gdbstub import GdbStub
+    from ..debug.gdbstub import GdbStub
 
     def say(text: str) -> None:
         print(f"[s2emu] gdb: {text}", file=sys.stderr, flush=True)

@@ -1,4 +1,4 @@
-"""Run control of the GDB stub (emu.gdbstub): continue and step under the debugger, why the
+"""Run control of the GDB stub (emu.debug.gdbstub): continue and step under the debugger, why the
 guest stopped, and the stop replies.
 
 - A single step is `Vcpu.run(max_insns=1)`, the same engine as `s2emu step`: one step is one
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from hyp.exits import Stage2Abort
 from hyp.vcpu import RunResult
 
-from .cpu import GuestCrash
+from ..cpu import GuestCrash
 from .gdb_breakpoints import DebugPoints
 from .gdb_monitor import FaultStop
 from .gdb_packets import ADDR_LIMIT, INTERRUPT, THREAD_ID, Connection, parse_hex, resume_ok

@@ -1,0 +1,1 @@
+"""Getting a guest into the machine: the ELF loader."""

@@ -1,0 +1,1 @@
+"""Debugging a guest: single steps, traces, Perfetto export, the GDB remote stub."""
