@@ -5,6 +5,8 @@ from typing import Callable
 
 UARTDR = 0x000
 UARTFR = 0x018
+UARTIFLS = 0x034
+UARTCR = 0x030
 FR_TXFE = 1 << 7
 FR_RXFE = 1 << 4
 _ID = {0xFE0: 0x11, 0xFE4: 0x10, 0xFE8: 0x14, 0xFEC: 0x00,      # UARTPeriphID0-3
@@ -18,7 +20,8 @@ class PL011:
     def __init__(self, sink: Callable[[bytes], None] | None = None) -> None:
         self.output = bytearray()
         self.sink = sink
-        self.regs: dict[int, int] = {}
+        # Reset values (DDI 0183 3.2): UARTCR TXE|RXE, UARTIFLS half-full; the rest 0.
+        self.regs: dict[int, int] = {UARTCR: 0x300, UARTIFLS: 0x12}
 
     def read(self, offset: int, size: int) -> int:
         if offset == UARTFR:

@@ -188,3 +188,16 @@ def test_budget_counts_steps_exactly():
     assert isinstance(r, RunResult) and r.instructions == 2
     assert (s.cpu.instructions, s.cpu.entries) == (1, 1)
     assert s.cpu.pc == VECTORS + UND
+
+
+@pytest.mark.parametrize("offset,value", [
+    pytest.param(0x030, 0x300, id="UARTCR: TXE|RXE"),
+    pytest.param(0x034, 0x12, id="UARTIFLS"),
+    pytest.param(0x018, 0x90, id="UARTFR: TXFE|RXFE"),
+    pytest.param(0xFE0, 0x11, id="UARTPeriphID0"),
+])
+def test_pl011_reset_values(offset, value):
+    """PL011 TRM (DDI 0183) 3.2: register reset values, read by the guest through MMIO."""
+    code = arm(0xE5912000, *OFF)                                   # ldr r2, [r1]
+    s = Snippet(code, regs={1: 0x0900_0000 + offset})
+    assert s.run().reason == "off" and s.cpu.reg(2) == value
