@@ -1,4 +1,5 @@
 """CLI debugging: step (into a dirty-log fault), --trace to a file, ring mode, --perfetto."""
+import pytest
 import json
 import subprocess
 import sys
@@ -75,3 +76,18 @@ def test_step_into_a_lazy_block_dissolve():
              "-> pc=0x40000bbc"]
     pos = [after.index(s) for s in order]
     assert pos == sorted(pos)
+
+
+@pytest.mark.parametrize("args,last", [
+    pytest.param(["guests/hello.elf", "--from", "0x40000240"], "-> r3=0x90 pc=0x40000244",
+                 id="an emulated MMIO load is one step"),
+    pytest.param(["guests/faults.elf", "--from", "faults_udf_insn"],
+                 "-> sp=0x40007000 lr=0x40000d40 cpsr=0x600001db pc=0x400000a4",
+                 id="a UDF's exception entry is one step, ending on the vector"),
+])
+def test_one_step_is_one_instruction_or_exception_entry(args, last):
+    p = s2emu("step", *args, "--count", "1", "-q")
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert sum("] step " in l for l in lines) == 1
+    assert lines[-1].strip() == last
