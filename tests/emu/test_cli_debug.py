@@ -1,8 +1,9 @@
 """CLI debugging: step (into a dirty-log fault), --trace to a file, ring mode, --perfetto."""
-import pytest
 import json
 import subprocess
 import sys
+
+import pytest
 
 from conftest import ROOT
 
