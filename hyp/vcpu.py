@@ -57,6 +57,9 @@ class Vcpu:
         try:
             while True:
                 vm.clock.fire_due()
+                if vm.exit_request is not None:
+                    reason, vm.exit_request = vm.exit_request, None
+                    return RunResult(reason, cpu.progress - start)
                 reason = stop.take()
                 if reason is not None:
                     return RunResult(reason, cpu.progress - start)

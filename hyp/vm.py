@@ -41,6 +41,7 @@ class VM:
         self.last_mmio = None                    # hyp.mmio.MmioAccess of the last MMIO exit
         self.dirty_observers: list = []          # called (slot, gfn, source) on each new dirty page
         self.on_dirty_ring_full = None           # userspace's harvest; None: the run returns
+        self.exit_request: str | None = None     # a timer asks the vCPU loop to return
 
     # ---- memory layout --------------------------------------------------------------
     def add_memslot(self, ipa: int, size: int, *, name: str = "ram", readonly: bool = False,
@@ -63,6 +64,11 @@ class VM:
 
     def attach(self, base: int, device) -> None:
         self.bus.attach(base, device)
+
+    def request_exit(self, reason: str) -> None:
+        """Make the vCPU loop return `reason` before it next enters the guest (KVM: a
+        request that kicks the vCPU out to userspace); e.g. pre-copy's switch-over."""
+        self.exit_request = reason
 
     def update_vmid(self) -> int:
         return self.host.vmids.update(self)

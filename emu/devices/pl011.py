@@ -16,6 +16,7 @@ _ID = {0xFE0: 0x11, 0xFE4: 0x10, 0xFE8: 0x14, 0xFEC: 0x00,      # UARTPeriphID0-
 class PL011:
     name = "pl011"
     size = 0x1000
+    state_version = 1
 
     def __init__(self, sink: Callable[[bytes], None] | None = None) -> None:
         self.output = bytearray()
@@ -44,3 +45,21 @@ class PL011:
     @property
     def text(self) -> str:
         return self.output.decode("utf-8", "replace")
+
+    # ---- migration (hyp.migration.state) ---------------------------------------------------
+    def save(self) -> dict:
+        """The registers the guest wrote (offset -> value); the console history is the
+        host's, not the device's."""
+        return {"regs": {f"{off:#05x}": v for off, v in sorted(self.regs.items())}}
+
+    def load(self, state) -> None:
+        regs = state.get("regs") if isinstance(state, dict) else None
+        if not isinstance(regs, dict):
+            raise ValueError("pl011 state without registers")
+        parsed = {}
+        for off, v in regs.items():
+            o = int(off, 16)
+            if not (0 <= o < self.size and isinstance(v, int) and 0 <= v < 1 << 32):
+                raise ValueError(f"pl011 register {off} = {v!r}")
+            parsed[o] = v
+        self.regs = parsed
