@@ -1,12 +1,15 @@
 /*
- * dirtyram <total pages> <pages per round> <sleep ms> [rounds]
+ * dirtyram <total pages> <pages per round> <sleep ms> [rounds] [spin]
  *
  * The load generator of the ARMv7 dirty page logging cover letter: it owns <total pages>
  * 4 KiB pages starting at the first 2 MiB boundary after its image (dirtyram_region).  Round
  * r (0-based) writes r + 1 to the first word of the next <pages per round> pages, round-robin
  * over the region, stores r + 1 in dirtyram_round, then sleeps <sleep ms> (HV_SLEEP_US; a
  * no-op where unsupported).  rounds = 0 runs forever; otherwise it prints a summary and
- * powers off.  Arguments come from HV_GET_ARGS; defaults: 1024 64 10 0.
+ * powers off.  spin > 0 runs a busy loop of that many iterations before each page write:
+ * computation between stores, so the dirty rate is bound by the CPU (what auto-converge's
+ * throttling slows down) rather than by the sleeps.  Arguments come from HV_GET_ARGS;
+ * defaults: 1024 64 10 0 0.
  *
  * The guest cannot know its RAM size: the host must give at least
  * (dirtyram_region - 0x40000000) + total * 4 KiB of RAM (2 MiB + 4 MiB for the defaults).
@@ -20,6 +23,7 @@ volatile uint32_t dirtyram_total = 1024;
 volatile uint32_t dirtyram_per_round = 64;
 volatile uint32_t dirtyram_sleep_ms = 10;
 volatile uint32_t dirtyram_rounds = 0;
+volatile uint32_t dirtyram_spin = 0;
 
 static void fail(const char *what, const char *arg)
 {
@@ -31,27 +35,30 @@ static void fail(const char *what, const char *arg)
         uart_putc('\'');
     }
     uart_putc('\n');
-    uart_puts("dirtyram: usage: dirtyram <total pages> <pages per round> <sleep ms> [rounds]\n");
+    uart_puts("dirtyram: usage: dirtyram <total pages> <pages per round> <sleep ms> [rounds] "
+              "[spin]\n");
     psci_system_off();
 }
 
 int main(void)
 {
-    char *argv[5] = { NULL, NULL, NULL, NULL, NULL };
-    int argc = get_args(argv, 5);
-    uint32_t v[4] = { dirtyram_total, dirtyram_per_round, dirtyram_sleep_ms, dirtyram_rounds };
+    char *argv[6] = { NULL, NULL, NULL, NULL, NULL, NULL };
+    int argc = get_args(argv, 6);
+    uint32_t v[5] = { dirtyram_total, dirtyram_per_round, dirtyram_sleep_ms, dirtyram_rounds,
+                      dirtyram_spin };
 
-    if (argc > 4)
+    if (argc > 5)
         fail("too many arguments", NULL);
     for (int i = 0; i < argc; i++)
         if (parse_u32(argv[i], &v[i]) != 0)
             fail("bad number", argv[i]);
 
-    uint32_t total = v[0], per_round = v[1], sleep_ms = v[2], rounds = v[3];
+    uint32_t total = v[0], per_round = v[1], sleep_ms = v[2], rounds = v[3], spin = v[4];
     dirtyram_total = total;
     dirtyram_per_round = per_round;
     dirtyram_sleep_ms = sleep_ms;
     dirtyram_rounds = rounds;
+    dirtyram_spin = spin;
 
     uart_puts("dirtyram: start ");
     put_dec(total);
@@ -77,6 +84,8 @@ int main(void)
     for (uint32_t round = 0; rounds == 0 || round < rounds; round++) {
         uint32_t value = round + 1;
         for (uint32_t j = 0; j < per_round; j++) {
+            for (uint32_t k = 0; k < spin; k++)
+                __asm__ volatile("");
             *(volatile uint32_t *)page = value;
             if (++idx == total) {
                 idx = 0;

@@ -14,18 +14,18 @@ def s2emu(*args):
 
 
 def test_step_into_a_dirty_log_fault():
-    # 0x40000bb8 is dirtyram's `str r6, [r5]` (the store that dirties a page each round)
+    # 0x40000bfc is dirtyram's `str r7, [r6]` (the store that dirties a page each round)
     p = s2emu("step", "guests/dirtyram.elf", "--args", "64 4 1 2", "--log-dirty",
-              "--from", "0x40000bb8", "--count", "2", "-q")
+              "--from", "0x40000bfc", "--count", "2", "-q")
     assert p.returncode == 0, p.stderr
     lines = p.stderr.splitlines()
-    i = next(k for k, l in enumerate(lines) if "step 1: 0x40000bb8" in l and "str r6, [r5]" in l)
+    i = next(k for k, l in enumerate(lines) if "step 1: 0x40000bfc" in l and "str r7, [r6]" in l)
     after = "\n".join(lines[i:])
     # the fault with its syndrome, the hypervisor's handling, then the store re-executed
-    assert "exit  data-abort pc=0x40000bb8 str W va=0x40200000" in after
-    assert "HSR=0x93860046 HPFAR=0x00402000 -> dirty" in after
+    assert "exit  data-abort pc=0x40000bfc str W va=0x40200000" in after
+    assert "HSR=0x93870046 HPFAR=0x00402000 -> dirty" in after
     assert "dirty gfn=0x200 ipa=0x40200000 slot=ram source=guest" in after
-    assert "step 2: 0x40000bbc" in after
+    assert "step 2: 0x40000c00" in after
     assert after.index("-> dirty") < after.index("dirty gfn") < after.index("step 2")
 
 
@@ -65,16 +65,16 @@ def test_trace_ring_dumps_last_events_and_usage_errors():
 
 def test_step_into_a_lazy_block_dissolve():
     p = s2emu("step", "guests/dirtyram.elf", "--args", "64 4 1 2", "--log-dirty", "--prefault",
-              "--from", "0x40000bb8", "--count", "1", "-q")
+              "--from", "0x40000bfc", "--count", "1", "-q")
     assert p.returncode == 0, p.stderr
-    after = p.stderr[p.stderr.index("step 1: 0x40000bb8"):]
+    after = p.stderr[p.stderr.index("step 1: 0x40000bfc"):]
     order = ["L2 @0x100002008=0x10820077d(block) -> fault permission L2",
-             "permission L2 HSR=0x9386004e HPFAR=0x00402000 -> dirty",   # DFSC 0b001110
+             "permission L2 HSR=0x9387004e HPFAR=0x00402000 -> dirty",   # DFSC 0b001110
              "dirty gfn=0x200",
              "tlb   flush_vmid vmid=1 (break-before-make)",
              "s2    dissolve ipa=0x40200000 L2",
              "L3 @0x100004000=0x1082007ff(page) -> pa=0x108200000 rwx",
-             "-> pc=0x40000bbc"]
+             "-> pc=0x40000c00"]
     pos = [after.index(s) for s in order]
     assert pos == sorted(pos)
 
