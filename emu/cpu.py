@@ -14,6 +14,7 @@ on instruction budgets, exceptions, denied fills, WFI and safe stop requests (em
 """
 from __future__ import annotations
 
+import ctypes
 from collections import Counter
 from typing import Callable
 
@@ -21,6 +22,7 @@ from unicorn import (UC_ARCH_ARM, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_EXCE
                      UC_ERR_INSN_INVALID, UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_TLB_FILL, UC_MODE_ARM,
                      UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UC_TLB_VIRTUAL, Uc, UcError)
 from unicorn import arm_const as A
+from unicorn.unicorn_py3.unicorn import uclib
 
 from hyp.arch.descriptors import Prot
 from hyp.arch.exception import CPSR_T, GuestException, enter
@@ -33,8 +35,9 @@ from hyp.physmem import PhysMem
 
 from . import native
 from .cp15 import CP15, HCR, HCR_TVM, SCR, SCR_HCE
-from .cpu_events import CpuEvents, GuestCrash
+from .cpu_events import ESR_UNTOUCHED, CpuEvents, GuestCrash
 from .icount import Counter as InsnCounter
+from .icount import FaultAddress
 from .stop import StopControl
 
 __all__ = ["VCPU", "GuestCrash", "CP15"]
@@ -70,11 +73,13 @@ class VCPU(CpuEvents):
         uc.hook_add(UC_HOOK_TLB_FILL, self._fill)
         uc.hook_add(UC_HOOK_INTR, self._intr)
         self.uc = uc
+        self._esr_arg = ctypes.byref(ctypes.c_uint32(ESR_UNTOUCHED))
         self.icount = icount
         # Uncounted runs stop at block starts through the native hook; without it they run
         # in budgeted bursts (identical results, slower).
         self._native = native.BlockHook(uc) if native.AVAILABLE and not icount else None
         self._counter = InsnCounter(uc) if self._native is None else None
+        self._fault_address = FaultAddress(uc)     # the exact VA of a denied access
         self.stop = StopControl()
         if self._native is not None:
             self.stop.bind_native(self._native)
@@ -306,13 +311,12 @@ class VCPU(CpuEvents):
         self._fault = None
         self._intno = None
         self.stats["bursts"] += 1
-        if self._native is not None:
-            self._blocks_at_start = self._native.blocks
         begin = self.pc | (1 if self.thumb else 0)
         err = None
         self._running = True
         self._pc_t = None
         self.stop.running = True
+        uclib.uc_reg_write(self.uc._uch, A.UC_ARM_REG_ESR, self._esr_arg)
         try:
             self.uc.emu_start(begin, 0, count=budget or 0)
         except UcError as e:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import struct
 
+from unicorn import arm_const as A
+
 from hyp.arch import fsr
 from hyp.arch.exception import GuestException, lr_offset
 from hyp.arch.fault import Access, Fault
@@ -19,6 +21,11 @@ from hyp.exits import Hypercall, Stage2Abort
 from .cp15 import SCTLR_M, tvm_trapped
 from .decode import DecodeError, decode_access, fault_address
 from .undef import decode_coproc, hint_before
+
+# Unicorn writes the exception syndrome (ESR) for every stop but a WFE/YIELD one: a value it
+# never writes (EC 0x3F is reserved), set before each burst by emu.cpu, tells the two kinds of
+# "invalid instruction" stop apart exactly.
+ESR_UNTOUCHED = 0xFFFFFFFF
 
 # UC_HOOK_INTR numbers of Unicorn's ARM target (QEMU's EXCP_*).
 EXCP_UDEF, EXCP_SWI, EXCP_PREFETCH_ABORT, EXCP_DATA_ABORT = 1, 2, 3, 4
@@ -38,10 +45,12 @@ class CpuEvents:
 
     # ---- UC_ERR_INSN_INVALID: hint, Hyp trap or undefined instruction (emu.undef) ---------
     def _invalid(self, pc: int, thumb: bool, begin: int, counted: int, counting: bool):
-        hint = hint_before(self.read_code, pc, thumb)
-        if hint is not None and not self._stopped_at_first_insn(pc, begin, counted, counting):
-            self._account(counted, counting)            # WFE/YIELD completed: PC is after it
-            self.stats[hint[0]] += 1
+        if self.uc.reg_read(A.UC_ARM_REG_ESR) == ESR_UNTOUCHED:
+            # No syndrome was written: WFE or YIELD completed and PC is after it (an UNDEF
+            # or a trap always writes one).
+            self._account(counted, counting)
+            hint = hint_before(self.read_code, pc, thumb)
+            self.stats[hint[0] if hint else "hint"] += 1
             return None
         self._account(counted - 1, counting)            # PC is on the instruction
         code = self.read_code(pc, 4)
@@ -52,15 +61,6 @@ class CpuEvents:
         self.take_exception(GuestException.UNDEFINED,
                             pc + lr_offset(GuestException.UNDEFINED, thumb))
         return None
-
-    def _stopped_at_first_insn(self, pc: int, begin: int, counted: int, counting: bool) -> bool:
-        """Did the burst stop on its very first instruction? Then that instruction is the
-        culprit, whatever precedes it (a hint before `begin` completed in an earlier burst)."""
-        if pc != begin:
-            return False
-        if counting:
-            return counted <= 1
-        return self._native.blocks - self._blocks_at_start <= 1
 
     def _emulate_tvm_write(self, name: str, t, pc: int):
         value = self.reg(t.rt) if t.rt != 15 else 0
@@ -134,6 +134,13 @@ class CpuEvents:
         serial = self.stats["bursts"]
         # The bytes now (the handler may unmap the code page); the decode itself waits.
         code = b"" if fault.access == Access.FETCH else self.read_code(pc, 4)
+        exact = self._fault_address.value
+        if (exact & ~0xFFF) == (fault.va & ~0xFFF):
+            fault = Fault(type=fault.type, level=fault.level, access=fault.access,
+                          ipa=fault.ipa, stage=fault.stage, s1ptw=fault.s1ptw, va=exact,
+                          desc_pa=fault.desc_pa)
+        if code and not fault.write:
+            self._restore_ldrd_base(code, thumb, fault.va)
 
         def resolve() -> tuple[Fault, Syndrome, object]:
             if self.stats["bursts"] != serial:
@@ -141,6 +148,50 @@ class CpuEvents:
                                    "ran again: decode it while handling the exit")
             return self._decode_abort(fault, pc, thumb, code)
         return Stage2Abort(fault, pc, thumb, resolve)
+
+    def _restore_ldrd_base(self, code: bytes, thumb: bool, fault_va: int) -> None:
+        """Make an LDRD Rt, Rt2, [Rn, #+/-imm] (or [Rn, +/-Rm]) with Rt == Rn restartable.
+
+        Unicorn (QEMU 5's op_ldrd) writes the first word into Rt before loading the second:
+        when the second word's page faults, Rn already holds the loaded word and the restarted
+        LDRD would read from there. The hardware restarts it with Rn intact, so put Rn back:
+        the access crossed into the faulting page at its first byte (`fault_va`, exact), its
+        first word was 4 bytes before, Rn = that - offset. Rn is left alone unless it holds
+        that first word and Rn + offset is not the faulting address (a fault on the first
+        word leaves Rn intact)."""
+        page = fault_va & ~0xFFF
+        if fault_va != page:
+            return
+        if thumb:
+            if len(code) < 4:
+                return
+            hw1, hw2 = struct.unpack("<HH", code[:4])
+            # T1 LDRD (immediate), offset form: 1110 1001 U101 Rn | Rt Rt2 imm8
+            if hw1 & 0xFF50 != 0xE950 or hw1 & 0x20:
+                return
+            rn, rt = hw1 & 15, hw2 >> 12
+            offset = (hw2 & 0xFF) * 4 * (1 if hw1 & 0x80 else -1)
+        else:
+            w = struct.unpack("<I", code[:4])[0]
+            if w >> 28 == 0xF or w & 0x0F2000F0 != 0x010000D0 or w & (1 << 20):
+                return                      # not LDRD, offset addressing (P=1, W=0)
+            rn, rt = w >> 16 & 15, w >> 12 & 15
+            if w & (1 << 22):               # immediate: imm4H:imm4L
+                magnitude = (w >> 4 & 0xF0) | (w & 0xF)
+            else:                           # register: Rm
+                magnitude = self.reg(w & 15)
+            offset = magnitude if w & (1 << 23) else -magnitude
+        if rn != rt or rn == 15:
+            return
+        first = (page - 4) & 0xFFFFFFFF
+        loaded = self.read_code(first, 4)
+        current = self.reg(rn)
+        if len(loaded) != 4 or struct.unpack("<I", loaded)[0] != current:
+            return
+        if (current + offset) & 0xFFFFFFFF == fault_va:
+            return                          # Rn + offset faulted: a first-word fault
+        self.set_reg(rn, (first - offset) & 0xFFFFFFFF)
+        self.stats["ldrd base restored"] += 1
 
     def _decode_abort(self, fault: Fault, pc: int, thumb: bool,
                       code: bytes) -> tuple[Fault, Syndrome, object]:
@@ -153,10 +204,14 @@ class CpuEvents:
         else:
             try:
                 info = decode_access(code, pc, thumb, self.reg, page, cpsr=self.get_cpsr())
+                if info.write != fault.write:
+                    # e.g. an STM that overwrote its own encoding before its second page
+                    # faulted: the bytes at PC are not what ran
+                    raise DecodeError(f"{info.mnemonic} is not the access that faulted")
                 va = fault_address(info, page)
             except DecodeError:
                 self.stats["undecoded aborts"] += 1
-                va = fault.va
+                info, va = None, fault.va
         fault = Fault(type=fault.type, level=fault.level, access=fault.access,
                       ipa=(fault.ipa & ~0xFFF) | (va & 0xFFF), stage=fault.stage,
                       s1ptw=fault.s1ptw, va=va, desc_pa=fault.desc_pa)
