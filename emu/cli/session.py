@@ -17,22 +17,44 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_INTERRUPT = 0, 1, 2, 3, 130
 LEVELS = {"1g": 1, "2m": 2, "4k": 3}
 
 
-class Session:
-    """A Machine plus the observers the options asked for."""
+def console(prefix: str = ""):
+    """A PL011 sink writing the guest's console to stdout, each line prefixed (several VMs)."""
+    out = sys.stdout.buffer
+    line = bytearray()
+    tag = prefix.encode()
 
-    def __init__(self, a: argparse.Namespace) -> None:
-        """Build the board and load the guest (nothing runs, nothing is written yet)."""
-        self.a = a
-        out = sys.stdout.buffer
-
-        def console(b: bytes) -> None:
+    def write(b: bytes) -> None:
+        if not tag:
             out.write(b)
             if b == b"\n":
                 out.flush()
+            return
+        line.extend(b)
+        if b == b"\n":
+            out.write(tag + bytes(line))
+            out.flush()
+            line.clear()
+    return write
 
-        self.m = Machine(a.mem, split=a.split, icount=not a.no_icount,
-                         max_level=LEVELS[a.hugepages], console=console)
-        self.image = self.m.load(a.elf, a.args)
+
+def make_machine(a: argparse.Namespace, **kw) -> Machine:
+    """One board as the options describe it."""
+    return Machine(a.mem, split=a.split, icount=not a.no_icount,
+                   max_level=LEVELS[a.hugepages], **kw)
+
+
+class Session:
+    """A Machine (its guest loaded from `elf`, or arrived by migration) plus the observers
+    the options asked for. `label`: how messages name the VM when there are several."""
+
+    def __init__(self, a: argparse.Namespace, m: Machine, elf: str | None = None,
+                 args: str = "", label: str = "") -> None:
+        """Load the guest (nothing runs, nothing is written yet)."""
+        self.a = a
+        self.m = m
+        self.label = label
+        self.image = m.load(elf, args) if elf else None
+        self.migration = None                    # emu.cli.migrate.Migration when one runs
         self._trace_file = None
         self.tracer = None
         self.exporter = None
@@ -59,7 +81,7 @@ class Session:
                 vm.on_dirty_ring_full = lambda: self.harvest(ring_full=True)
             dirty.enable_logging(vm, m.ram, manual_protect=a.dirty_mode == "manual")
             vm.clock.every(max(1, round(a.harvest_ms * 1e6)), lambda now: self.harvest())
-            print(f"[s2emu] dirty logging on {m.ram.name} ({m.ram.npages} pages, "
+            print(f"[s2emu] {self.label}dirty logging on {m.ram.name} ({m.ram.npages} pages, "
                   f"{a.dirty_mode}, split {vm.split}), harvest every {a.harvest_ms:g} ms of "
                   f"virtual time", file=sys.stderr)
 
@@ -86,7 +108,7 @@ class Session:
         if self.exporter:
             self.exporter.harvest(pages)
         why = " (ring full)" if ring_full else ""
-        print(f"[s2emu] harvest {self.harvests} @ {vm.clock.now_ns() / 1e6:.3f} ms: {pages} "
+        print(f"[s2emu] {self.label}harvest {self.harvests} @ {vm.clock.now_ns() / 1e6:.3f} ms: {pages} "
               f"dirty pages ({pages * 4 / 1024:.2f} MiB){why}", file=sys.stderr)
         return pages
 
@@ -113,13 +135,14 @@ class Session:
         for ipa in a.walk:
             print("\n".join(explain(m.host.mem, m.vm.stage2.cfg, ipa)), file=sys.stderr)
         if not a.quiet:
-            print(m.summary(result), file=sys.stderr)
+            print(m.summary(result).replace("[s2emu] ", f"[s2emu] {self.label}", 1),
+                  file=sys.stderr)
         return exit_status(m, result, a)
 
 
 def exit_status(m: Machine, result: RunResult, a: argparse.Namespace) -> int:
-    if result.reason in ("off", "reset", "killed"):      # killed: by the debugger, on purpose
-        return EXIT_OK
+    if result.reason in ("off", "reset", "killed", "migrated", "quit"):
+        return EXIT_OK      # killed: by the debugger; migrated: the guest runs elsewhere now
     if result.reason == "budget":
         if getattr(a, "max_insns", None) is None:
             return EXIT_OK                      # a bounded step session ended normally

@@ -1,0 +1,221 @@
+"""The command line's options: parsing, validation (one line per problem, status 2) and the
+options that need each other. `build_parser()` and `check(namespace)`."""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+from hyp.dirty import DirtyLogError, check_ring_size
+
+from ..debug.gdb_packets import parse_listen
+from ..debug.trace import FORMATS, KINDS, TraceError, parse_kinds, parse_range
+from ..machine import check_ram_size, parse_size
+from ..migration import parse_uri
+
+STEP_TRACE = "s2,tlb,dirty,exc,exit,mmio,hyp"
+VERSION = "0.2.0"
+_DIRTY_OPTIONS = ("dirty_mode", "split", "harvest_ms", "ring_size")
+_DIRTY_DEFAULTS = {"dirty_mode": "bitmap", "split": "lazy", "harvest_ms": 100.0,
+                   "ring_size": 4096}
+
+
+class UsageError(Exception):
+    """A bad command line (status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `s2emu: error: <what> (see s2emu run --help)`."""
+
+    def error(self, message: str):
+        if "required: {run,step}" in message:
+            message = "choose a command: run or step"
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _arg(fn):
+    """An argparse type from a function raising ValueError/TraceError/DirtyLogError."""
+    def parse(text: str):
+        try:
+            return fn(text)
+        except (ValueError, TraceError, DirtyLogError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = fn.__name__.strip("_")
+    return parse
+
+
+def _mem(text: str) -> int:
+    size = parse_size(text)
+    check_ram_size(size, text)
+    return size
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text.replace("_", ""), 0)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if v <= 0:
+        raise ValueError(f"{text} must be positive")
+    return v
+
+
+def _finite(text: str, unit: str, minimum: float) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of {unit}") from None
+    if not math.isfinite(v) or v < minimum:
+        raise ValueError(f"{text} {unit} must be finite and at least {minimum:g}")
+    return v
+
+
+def _seconds(text: str) -> float:
+    return _finite(text, "seconds", 1e-3)
+
+
+def _milliseconds(text: str) -> float:
+    return _finite(text, "milliseconds", 1e-6)          # 1 ns of virtual time
+
+
+def _ring_size(text: str) -> int:
+    n = _positive(text)
+    check_ring_size(n)
+    return n
+
+
+def _listen(text: str) -> str:
+    if not text.strip():
+        raise ValueError("an empty address (use tcp::PORT or tcp:HOST:PORT)")
+    parse_listen(text)
+    return text
+
+
+def _out_path(text: str) -> str:
+    """A file the run will write: checked before the guest starts."""
+    if not text:
+        raise ValueError("an empty path")
+    if os.path.isdir(text):
+        raise ValueError(f"{text} is a directory")
+    parent = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(parent):
+        raise ValueError(f"directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (os.path.exists(text) and not os.access(text, os.W_OK)):
+        raise ValueError(f"{text} is not writable")
+    return text
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("an empty value")
+    return text
+
+
+def _guest_args(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid UTF-8") from None
+    return text
+
+
+def _addr(text: str) -> int:
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an address (use 0x...)") from None
+    if not 0 <= v < 1 << 40:
+        raise ValueError(f"{text} is outside the 40-bit IPA space")
+    return v
+
+
+def _machine_options() -> argparse.ArgumentParser:
+    p = _Parser(add_help=False)
+    p.add_argument("elf", help="bare-metal ARMv7 guest ELF (e.g. guests/hello.elf)")
+    p.add_argument("--mem", type=_arg(_mem), default=128 << 20, help="guest RAM size (default 128M)")
+    p.add_argument("--args", type=_arg(_guest_args), default="",
+                   help="argument string the guest reads (GET_ARGS hypercall)")
+    p.add_argument("--hugepages", choices=("1g", "2m", "4k"), default="1g",
+                   help="largest stage-2 leaf RAM may use (default: largest that aligns)")
+    p.add_argument("--no-icount", action="store_true", help="do not count instructions "
+                   "(faster; no --max-insns, virtual time advances only by guest sleeps)")
+    p.add_argument("--max-insns", type=_arg(_positive), help="stop after this many guest "
+                   "instructions (exception entries count as one)")
+    p.add_argument("--timeout", type=_arg(_seconds), help="stop after this many seconds of "
+                   "wall clock")
+    g = p.add_argument_group("dirty logging")
+    g.add_argument("--log-dirty", action="store_true",
+                   help="log dirty pages of guest RAM and report them per harvest interval")
+    g.add_argument("--dirty-mode", choices=("bitmap", "manual", "ring"),
+                   help="GET_DIRTY_LOG (default), manual protect (GET + CLEAR), or the dirty ring")
+    g.add_argument("--split", choices=("lazy", "eager"),
+                   help="block splitting policy for dirty logging (default lazy)")
+    g.add_argument("--harvest-ms", type=_arg(_milliseconds),
+                   help="virtual milliseconds between dirty-log harvests (default 100)")
+    g.add_argument("--ring-size", type=_arg(_ring_size),
+                   help="dirty ring entries: a power of two, 256-65536 (default 4096)")
+    p.add_argument("--prefault", action="store_true", help="map all guest RAM at stage 2 "
+                   "before the guest starts, with the largest blocks (like -mem-prealloc)")
+    t = p.add_argument_group("debugging")
+    t.add_argument("--trace", type=_arg(parse_kinds), metavar="KINDS",
+                   help=f"trace events: comma-separated {','.join(KINDS)}, or all")
+    t.add_argument("--trace-format", choices=FORMATS, default="text",
+                   help="text (default) or jsonl (one JSON object per line)")
+    t.add_argument("--trace-file", type=_arg(_out_path), metavar="PATH",
+                   help="write the trace here (default: stderr)")
+    t.add_argument("--trace-range", type=_arg(parse_range), metavar="LO-HI",
+                   help="only events whose PC/VA/IPA is in [LO, HI) (LO+SIZE also works)")
+    t.add_argument("--trace-ring", type=_arg(_positive), metavar="N",
+                   help="keep only the last N events; write them when the run ends or fails")
+    t.add_argument("--perfetto", type=_arg(_out_path), metavar="PATH",
+                   help="write exits, stage-2 faults, harvests and TLB flushes on the virtual "
+                   "time line as Chrome trace-event JSON")
+    t.add_argument("--dump-s2", action="store_true",
+                   help="when the run ends, print the VM's stage-2 mappings as merged ranges")
+    t.add_argument("--walk", type=_arg(_addr), action="append", default=[], metavar="IPA",
+                   help="when the run ends, print the per-level stage-2 walk of IPA (repeatable)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="s2emu", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"s2emu {VERSION}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{run,step}",
+                           parser_class=_Parser)
+    common = _machine_options()
+    r = sub.add_parser("run", parents=[common], help="run a guest ELF to completion")
+    r.add_argument("--gdb", type=_arg(_listen), metavar="LISTEN",
+                   help="serve a GDB remote stub on LISTEN (tcp::PORT or tcp:HOST:PORT; "
+                        "loopback unless a host is given; port 0 picks a free one)")
+    r.add_argument("--gdb-wait", action="store_true",
+                   help="with --gdb: stop before the first instruction until gdb connects")
+    s = sub.add_parser("step", parents=[common], help="single-step a guest, showing what the "
+                       f"hypervisor does at each instruction (default --trace {STEP_TRACE})")
+    s.add_argument("--from", dest="start", type=_arg(_nonempty), metavar="SYMBOL|ADDR",
+                   help="run freely up to this symbol or address, then step")
+    s.add_argument("--count", type=_arg(_positive), default=20,
+                   help="instructions to step (default 20)")
+    return p
+
+
+def check(a: argparse.Namespace) -> None:
+    """Options that need each other; fills the dirty-logging defaults. UsageError if not."""
+    given = [f"--{o.replace('_', '-')}" for o in _DIRTY_OPTIONS if getattr(a, o) is not None]
+    if given and not a.log_dirty:
+        raise UsageError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --log-dirty")
+    if a.ring_size is not None and a.dirty_mode != "ring":
+        raise UsageError("--ring-size needs --dirty-mode ring")
+    for o in _DIRTY_OPTIONS:
+        if getattr(a, o) is None:
+            setattr(a, o, _DIRTY_DEFAULTS[o])
+    if a.no_icount and a.max_insns:
+        raise UsageError("--max-insns needs instruction counting (drop --no-icount)")
+    if a.no_icount and a.command == "step":
+        raise UsageError("stepping needs instruction counting (drop --no-icount)")
+    if not a.trace and (a.trace_file or a.trace_range or a.trace_ring):
+        raise UsageError("--trace-file/--trace-range/--trace-ring need --trace")
+    if getattr(a, "gdb_wait", False) and not getattr(a, "gdb", None):
+        raise UsageError("--gdb-wait needs --gdb")
+    if getattr(a, "gdb", None) and a.no_icount:
+        raise UsageError("--gdb needs instruction counting (drop --no-icount)")
