@@ -81,6 +81,16 @@ def a32_load_value(rd: int, v: int) -> list[int]:
 A32_OFF = a32_load_value(0, 0x84000008) + [0xE1400070, 0xEAFFFFFE]     # PSCI SYSTEM_OFF
 
 
+def a32_sweep(rng) -> list[int]:
+    """A loop of 1-31 stores to RAM, r9 advancing by a random stride (a few pages dirtied)."""
+    store = rng.choice((0xE489_B000 | rng.randrange(4, 0x1000, 4),         # str r11, [r9], #s
+                        0xE4C9_B000 | rng.randrange(1, 0x1000),            # strb r11, [r9], #s
+                        0xE8A9_1800))                                      # stmia r9!, {r11, r12}
+    return (a32_load_value(9, RAM_BASE + rng.randrange(RAM_SIZE - 0x40000) & ~3)
+            + a32_load_value(10, rng.randrange(1, 32)) + a32_load_value(11, value(rng))
+            + [store, 0xE25A_A001, 0x1AFF_FFFC])                           # subs r10; bne
+
+
 def a32(rng) -> list[int]:
     """One A32 instruction (or a short sequence) from a random family."""
     c, r = _cond(rng), rng.random
@@ -164,6 +174,8 @@ def a32(rng) -> list[int]:
         fid = rng.choice(PSCI)
         return (a32_load_value(0, fid) + a32_load_value(1, value(rng))
                 + a32_load_value(2, rng.choice((0, 1, 8, 0x100, b(32)))) + [0xE140_0070])
+    if k == 18:
+        return a32_sweep(rng)
     if k < 21:                                      # point a register somewhere interesting
         return a32_load_value(rng.randrange(13), value(rng))
     return [c << 28 | b(25) & 0x01FF_FFFF]         # data processing and friends
@@ -184,6 +196,13 @@ T32_OFF = t32_load_value(0, 0x84000008) + [0xF7E0, 0x8000, 0xE7FE]
 
 def _lo(rng) -> int:
     return rng.randrange(8)
+
+
+def t32_sweep(rng) -> list[int]:
+    """A32 `a32_sweep` in Thumb: str.w r11, [r9], #s; subs.w r10, r10, #1; bne."""
+    return (t32_load_value(9, RAM_BASE + rng.randrange(RAM_SIZE - 0x40000) & ~3)
+            + t32_load_value(10, rng.randrange(1, 32)) + t32_load_value(11, value(rng))
+            + [0xF849, 0xBB00 | rng.randrange(1, 256), 0xF1BA, 0x0A01, 0xD1FA])
 
 
 def t32(rng) -> list[int]:
@@ -271,6 +290,8 @@ def t32(rng) -> list[int]:
     if k == 17:                                     # a PSCI / vendor call
         return (t32_load_value(0, rng.choice(PSCI)) + t32_load_value(1, value(rng))
                 + t32_load_value(2, rng.choice((0, 1, 8, b(32)))) + [0xF7E0, 0x8000])
+    if k == 18:
+        return t32_sweep(rng)
     if k < 21:
         return t32_load_value(rng.randrange(13), value(rng))
     return [rng.randrange(0x4000)]                  # shifts, ALU, hi-register ops
@@ -314,6 +335,11 @@ class Case:
     regs: list[int]              # r0-r14 in the starting mode
     banked: dict[int, tuple[int, int]] = field(default_factory=dict)   # mode -> (SP, LR)
     budget: int = 1000           # max_insns (steps); a few cases can reach NoProgress
+    args: str = ""               # what S2EMU_GET_ARGS writes
+    split: str = "lazy"
+    dirty: str | None = None     # dirty logging of RAM: bitmap, manual, ring
+    pre: int = 0                 # steps run before logging starts
+    every: int = 0               # steps between harvests
 
     def describe(self) -> str:
         unit = 2 if self.thumb else 4
@@ -321,18 +347,24 @@ class Case:
               for i in range(0, len(self.code), unit)]
         return (f"{'T32' if self.thumb else 'A32'} code at {self.code_at:#x}: "
                 f"{' '.join(f'{w:0{2 * unit}x}' for w in ws)}; vectors {self.vectors} at "
-                f"{self.vbar:#x}; budget {self.budget}; CPSR {self.cpsr:#x}; regs "
+                f"{self.vbar:#x}; budget {self.budget}; split {self.split}; dirty log "
+                f"{self.dirty} (after {self.pre}, harvest every {self.every}); args "
+                f"{self.args!r}; CPSR {self.cpsr:#x}; regs "
                 f"{' '.join(f'{v:#x}' for v in self.regs)}")
 
 
 def make_case(rng) -> Case:
     is_thumb = rng.random() < 0.45
     n = rng.randrange(4, 48)
+    logged = rng.choice(("bitmap", "manual", "ring")) if rng.random() < 0.25 else None
     if is_thumb:
-        hws = [h for _ in range(n) for h in t32(rng)] + T32_OFF
-        code = thumb(hws)
+        hws = [h for _ in range(n) for h in (t32_sweep if logged and rng.random() < 0.3
+                                              else t32)(rng)]
+        code = thumb((t32_sweep(rng) if logged else []) + hws + T32_OFF)
     else:
-        code = arm([w for _ in range(n) for w in a32(rng)] + A32_OFF)
+        ws = [w for _ in range(n) for w in (a32_sweep if logged and rng.random() < 0.3
+                                             else a32)(rng)]
+        code = arm((a32_sweep(rng) if logged else []) + ws + A32_OFF)
     where = rng.random()
     if where < 0.75:
         code_at = RAM_BASE + rng.randrange(0, 0x4000, 2 if is_thumb else 4)
@@ -362,4 +394,8 @@ def make_case(rng) -> Case:
     budget = 1000 if kind in ("off", "resume") else 300    # random vectors: ~1 exit per step
     if kind == "wild" and rng.random() < 0.04:
         budget = 11_000                             # an exception loop reaches NoProgress
-    return Case(is_thumb, code_at, code, kind, vbar, vcode, cpsr, regs, banked, budget)
+    args = "".join(chr(rng.randrange(32, 127)) for _ in range(rng.choice((0, 3, 40, 200))))
+    split = rng.choice(("lazy", "eager"))
+    pre, every = rng.randrange(0, 60), rng.randrange(budget // 5, budget // 2)
+    return Case(is_thumb, code_at, code, kind, vbar, vcode, cpsr, regs, banked, budget, args,
+                split, logged, pre, every)
