@@ -107,6 +107,8 @@ MENU = [   # (thumb, code, [(offset, size, access, align, must, iss)])
     (False, _a(0xE1901F9F, 0xE1805F91), [(0, 4, R, 4, True, None),       # ldrex r1, [r0]
                                          (4, 4, W, 4, False, None)]),    # strex r5, r1, [r0]
     (False, _a(0xE12FFF10), [(0, 4, X, 1, True, None)]),                 # bx r0
+    (False, _a(0xE890000F), [(0, 16, R, 4, True, None)]),                # ldm r0, {r0-r3}
+    (True, _t(0xC80F), [(0, 16, R, 4, True, None)]),                     # ldm r0, {r0-r3}
     (True, _t(0x6801), [(0, 4, R, 1, True, (4, 0, 0))]),                 # ldr r1, [r0]
     (True, _t(0x6001), [(0, 4, W, 1, True, (4, 0, 0))]),                 # str r1, [r0]
     (True, _t(0x7801), [(0, 1, R, 1, True, (1, 0, 0))]),                 # ldrb r1, [r0]
@@ -269,6 +271,11 @@ class MachineCase:
                 i = offsets.index(ex.pc - start) if ex.pc - start in offsets else None
             iss = insns[i][5] if i is not None and not fetch else None
             counts[f"s2 {self.check_abort(ex, i is not None, iss)}"] += 1
+            if i is not None and not fetch:                 # HDFAR: the first byte accessed
+                page = ex.page_fault.ipa & ~0xFFF           # in the faulting page
+                want = ipa if ipa & ~0xFFF == page else page
+                assert ex.syndrome.far == want, \
+                    f"menu {n} at IPA {ipa:#x}: HDFAR {ex.syndrome.far:#x}, want {want:#x}"
             if i is not None:
                 aborts.setdefault(i, ex.page_fault.ipa & ~0xFFF)
             if fetch:
