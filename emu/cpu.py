@@ -59,7 +59,8 @@ NO_PROGRESS_LIMIT = 10_000       # exception entries in a row with no instructio
 class VCPU(CpuEvents):
     """One ARMv7 CPU. `run(budget)` executes guest code until an exit for the hypervisor."""
 
-    def __init__(self, mem: PhysMem, mmu: MMU, *, icount: bool = True) -> None:
+    def __init__(self, mem: PhysMem, mmu: MMU, *, icount: bool = True,
+                 stop: StopControl | None = None) -> None:
         self.mem, self.mmu = mem, mmu
         uc = Uc(UC_ARCH_ARM, UC_MODE_ARM)
         uc.ctl_set_page_size(4096)
@@ -80,7 +81,7 @@ class VCPU(CpuEvents):
         self._native = native.BlockHook(uc) if native.AVAILABLE and not icount else None
         self._counter = InsnCounter(uc) if self._native is None else None
         self._fault_address = FaultAddress(uc)     # the exact VA of a denied access
-        self.stop = StopControl()
+        self.stop = stop if stop is not None else StopControl()
         if self._native is not None:
             self.stop.bind_native(self._native)
         self.instructions = 0        # retired (counted runs only, plus completed by the hypervisor)

@@ -16,6 +16,7 @@ from hyp.host import Host
 from hyp.vcpu import RunResult
 
 from .machine import Machine, board_slots, check_ram_size
+from .stop import StopControl
 
 FINAL = ("off", "reset", "error", "interrupt", "timeout")
 
@@ -25,7 +26,7 @@ class HostMachine:
     with bits=1 every switch between two VMs starts a new generation)."""
 
     def __init__(self, rams: list[int], *, vmid_bits: int = 8, icount: bool = True,
-                 split: str = "lazy",
+                 split: str = "lazy", max_level: int = 1,
                  consoles: list[Callable[[bytes], None] | None] | None = None) -> None:
         if not rams:
             raise ValueError("a host needs at least one VM")
@@ -35,8 +36,10 @@ class HostMachine:
         self.host = Host(Host.size_for(sizes), vmid_bits=vmid_bits)
         self.mmu = MMU(self.host.mem, self.host.tlb)
         consoles = consoles or [None] * len(rams)
+        self.stop = StopControl()                # Ctrl-C / timeouts stop whichever VM runs
         self.machines = [Machine(ram, host=self.host, mmu=self.mmu, name=f"vm{i}",
-                                 icount=icount, split=split, console=consoles[i])
+                                 icount=icount, split=split, max_level=max_level,
+                                 console=consoles[i], stop=self.stop)
                          for i, ram in enumerate(rams)]
         self.results: list[RunResult | None] = [None] * len(rams)
 

@@ -104,9 +104,10 @@ class Machine:
     def __init__(self, ram: int = DEFAULT_RAM, *, split: str = "lazy", icount: bool = True,
                  max_level: int = 1, console: Callable[[bytes], None] | None = None,
                  extra: list[Extra] | None = None, host: Host | None = None,
-                 mmu: MMU | None = None, name: str = "vm") -> None:
-        """`host`/`mmu`: share one host (memory, table pool, VMIDs, TLB) and one physical
-        CPU's MMU with other VMs (emu.host_machine); by default the board has its own."""
+                 mmu: MMU | None = None, name: str = "vm", stop=None) -> None:
+        """`host`/`mmu`/`stop`: share one host (memory, table pool, VMIDs, TLB), one physical
+        CPU's MMU and its stop requests with other VMs (emu.host_machine); by default the
+        board has its own."""
         if not 0 < ram <= MAX_RAM:
             raise ValueError(f"RAM size must be between 4 KiB and {MAX_RAM >> 30} GiB")
         extra = extra or []
@@ -126,7 +127,7 @@ class Machine:
         self.vm.attach(FLASH0, Flash("flash0", FLASH_SIZE))
         self.vm.attach(FLASH1, Flash("flash1", FLASH_SIZE))
         self.mmu = mmu if mmu is not None else MMU(self.host.mem, self.host.tlb)
-        self.cpu = VCPU(self.host.mem, self.mmu, icount=icount)
+        self.cpu = VCPU(self.host.mem, self.mmu, icount=icount, stop=stop)
         self.vcpu = Vcpu(self.vm, self.cpu)
         self.image: loader.Image | None = None
 

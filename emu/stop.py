@@ -29,20 +29,21 @@ class StopControl:
         self.reason: str | None = None
         self.deadline: float | None = None      # time.monotonic() value
         self.running = False                    # a run is in progress: SIGINT requests a stop
-        self._native = None                     # emu.native.BlockHook of an uncounted run
+        self._native: list = []                 # emu.native.BlockHooks of uncounted runs
         self._wake = threading.Event()
         self._watcher: threading.Thread | None = None
 
     def bind_native(self, hook) -> None:
-        """Uncounted runs: arm this block hook for every request, from a watcher thread."""
-        self._native = hook
+        """Uncounted runs: arm this block hook for every request, from a watcher thread (one
+        control may serve several vCPUs: several VMs on one host)."""
+        self._native.append(hook)
 
     def request(self, reason: str) -> None:
         """Ask the guest to stop at the next safe point (callable from any thread)."""
         if self.reason is None:
             self.reason = reason
-        if self._native is not None:
-            self._native.request_stop()
+        for hook in self._native:
+            hook.request_stop()
 
     def poll(self) -> str | None:
         """The pending reason, if any (a passed deadline becomes "timeout")."""
@@ -59,7 +60,7 @@ class StopControl:
 
     def set_deadline(self, deadline: float | None) -> None:
         self.deadline = deadline
-        if self._native is not None and deadline is not None:
+        if self._native and deadline is not None:
             self._ensure_watcher()
             self._wake.set()
 
@@ -101,7 +102,7 @@ def sigint_stops(ctl: StopControl) -> Iterator[None]:
     old = signal.signal(signal.SIGINT, handler)
     rfd = wfd = None
     old_fd = -1
-    if ctl._native is not None:
+    if ctl._native:
         rfd, wfd = os.pipe()
         os.set_blocking(wfd, False)
         old_fd = signal.set_wakeup_fd(wfd)

@@ -13,6 +13,8 @@ import sys
 from hyp.abort import HypervisorError
 from hyp.dirty import DirtyLogError
 from hyp.host import OutOfHostMemory
+from hyp.migration.precopy import Params
+from hyp.migration.stream import StreamError
 from hyp.vcpu import RunResult
 
 from ..boot.loader import LoaderError
@@ -20,8 +22,14 @@ from ..cpu import GuestCrash
 from ..debug.step import step
 from ..debug.trace import parse_kinds
 from ..stop import sigint_stops
+from ..host_machine import HostMachine
+from ..migration import MigrationError
+from .incoming import receive
+from .mainloop import MainLoop
+from .monitors import open_monitors
 from .options import STEP_TRACE, UsageError, build_parser, check
-from .session import EXIT_ERROR, EXIT_INTERRUPT, EXIT_USAGE, Session
+from .session import (EXIT_ERROR, EXIT_INTERRUPT, EXIT_USAGE, LEVELS, Session, console,
+                      make_machine)
 
 def _resolve(session: Session, where: str) -> int:
     try:
@@ -58,34 +66,80 @@ def _step(session: Session, a: argparse.Namespace, target: int | None) -> RunRes
     return step(session.m, a.count, session.trace_stream, timeout=a.timeout)
 
 
+def _params(a: argparse.Namespace) -> Params:
+    """Migration parameters from the options (QEMU's defaults otherwise)."""
+    p = Params()
+    if getattr(a, "max_bandwidth", None):
+        p.bandwidth = a.max_bandwidth
+    if getattr(a, "downtime_limit", None):
+        p.downtime_ns = int(a.downtime_limit * 1e6)
+    p.max_iterations = getattr(a, "migrate_max_iterations", None)
+    p.auto_converge = getattr(a, "auto_converge", False)
+    p.compress = getattr(a, "migrate_compress", False)
+    p.rebuild = getattr(a, "migrate_rebuild", None) or "lazy"
+    return p
+
+
+def _sessions(a: argparse.Namespace) -> list[Session]:
+    """The VMs of this run: one ELF, several on one host, or one arriving by migration."""
+    if getattr(a, "incoming", None):
+        return [receive(a)]
+    args = a.args + [""] * (len(a.elf) - len(a.args))
+    # a migration stream on stdout (--migrate-to -) sends the console to stderr
+    out = sys.stderr.buffer if "-" in getattr(a, "migrate_to", []) else None
+    if len(a.elf) == 1:
+        return [Session(a, make_machine(a, console=console(out=out)), a.elf[0], args[0])]
+    hm = HostMachine([a.mem] * len(a.elf), vmid_bits=a.vmid_bits, icount=not a.no_icount,
+                     split=a.split, max_level=LEVELS[a.hugepages],
+                     consoles=[console(f"[vm{i}] ", out) for i in range(len(a.elf))])
+    return [Session(a, m, elf, arg, label=f"{m.vm.name} ")
+            for m, elf, arg in zip(hm.machines, a.elf, args)]
+
+
 def run(a: argparse.Namespace) -> int:
     check(a)
     if a.command == "step":
         a.trace = a.trace or parse_kinds(STEP_TRACE)
         a.trace_later = bool(a.start)        # trace the steps, not the run up to --from
-    session = Session(a)
+    monitors = open_monitors(a)              # a busy port fails before anything runs
+    sessions = _sessions(a)
+    session = sessions[0]
     target = _resolve(session, a.start) if a.command == "step" and a.start else None
     gdb = _gdb_stub(session, a) if a.command == "run" and a.gdb else None
-    session.start()
-    result = RunResult("interrupt", 0)
+    for s in sessions:
+        s.start()
+    results = [RunResult("interrupt", 0)] * len(sessions)
     try:
         with sigint_stops(session.m.cpu.stop):
             if gdb is not None:
                 stub, lsock = gdb
-                result = stub.serve(lsock, a.gdb_wait, max_insns=a.max_insns,
-                                    timeout=a.timeout)
-            elif a.command == "run":
-                result = session.run(max_insns=a.max_insns, timeout=a.timeout)
+                results = [stub.serve(lsock, a.gdb_wait, max_insns=a.max_insns,
+                                      timeout=a.timeout)]
+            elif a.command == "step":
+                results = [_step(session, a, target)]
             else:
-                result = _step(session, a, target)
+                loop = MainLoop(sessions, _params(a), dispatcher=monitors.dispatcher,
+                                migrate_kw=dict(report_file=getattr(a, "migrate_report", None),
+                                                plot_file=getattr(a, "migrate_plot", None)))
+                monitors.start(loop)
+                after_ns = int((getattr(a, "migrate_after", None) or 0) * 1e6)
+                for v, uri in zip(loop.vms, getattr(a, "migrate_to", [])):
+                    loop.migrate_at(v, uri, after_ns)
+                results = loop.run(max_insns=a.max_insns, timeout=a.timeout)
     except KeyboardInterrupt:            # Ctrl-C while the guest was not running
-        result = RunResult("interrupt", 0)
+        results = [RunResult("interrupt", 0)] * len(sessions)
     except BaseException as e:           # GuestCrash: the trace ring shows what led to it
-        session.close(error=f"{type(e).__name__}: {e}")
+        for s in sessions:
+            s.close(error=f"{type(e).__name__}: {e}")
         raise
-    session.finished(result)
-    session.close(error=result.error)
-    return session.report(result)
+    finally:
+        monitors.close()
+    statuses = []
+    for s, r in zip(sessions, results):
+        s.finished(r)
+        s.close(error=r.error)
+        statuses.append(s.report(r))
+    return next((st for st in statuses if st), 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s2emu: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (LoaderError, HypervisorError, DirtyLogError, GuestCrash, OutOfHostMemory,
-            ValueError, OSError, MemoryError) as e:
+            MigrationError, StreamError, ValueError, OSError, MemoryError) as e:
         print(f"s2emu: error: {e or type(e).__name__}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

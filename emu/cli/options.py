@@ -119,6 +119,31 @@ def _guest_args(text: str) -> str:
     return text
 
 
+def _vmid_bits(text: str) -> int:
+    n = _positive(text)
+    if n > 8:
+        raise ValueError(f"{n}: VMIDs are at most 8 bits on ARMv7")
+    return n
+
+
+def _uri(text: str) -> str:
+    parse_uri(text)
+    return text
+
+
+def _bandwidth(text: str) -> int:
+    return parse_size(text) if text[-1:].upper() in "KMG" else _positive(text)
+
+
+def _qmp_address(text: str) -> str:
+    kind, sep, rest = text.partition(":")
+    if kind == "tcp" and sep:
+        parse_listen(text)
+    elif not (kind == "unix" and sep and rest):
+        raise ValueError(f"bad QMP address {text!r} (tcp:HOST:PORT or unix:PATH)")
+    return text
+
+
 def _addr(text: str) -> int:
     try:
         v = int(text, 0)
@@ -131,10 +156,12 @@ def _addr(text: str) -> int:
 
 def _machine_options() -> argparse.ArgumentParser:
     p = _Parser(add_help=False)
-    p.add_argument("elf", help="bare-metal ARMv7 guest ELF (e.g. guests/hello.elf)")
+    p.add_argument("elf", nargs="*", help="bare-metal ARMv7 guest ELF (e.g. guests/hello.elf); "
+                   "run takes several: one VM each, on one host")
     p.add_argument("--mem", type=_arg(_mem), default=128 << 20, help="guest RAM size (default 128M)")
-    p.add_argument("--args", type=_arg(_guest_args), default="",
-                   help="argument string the guest reads (GET_ARGS hypercall)")
+    p.add_argument("--args", type=_arg(_guest_args), action="append", default=[],
+                   help="argument string the guest reads (GET_ARGS hypercall); once per ELF, "
+                   "in order")
     p.add_argument("--hugepages", choices=("1g", "2m", "4k"), default="1g",
                    help="largest stage-2 leaf RAM may use (default: largest that aligns)")
     p.add_argument("--no-icount", action="store_true", help="do not count instructions "
@@ -190,6 +217,37 @@ def build_parser() -> argparse.ArgumentParser:
                         "loopback unless a host is given; port 0 picks a free one)")
     r.add_argument("--gdb-wait", action="store_true",
                    help="with --gdb: stop before the first instruction until gdb connects")
+    r.add_argument("--vmid-bits", type=_arg(_vmid_bits), default=8,
+                   help="VMID width (1-8; fewer forces VMID generation rollovers: a test knob)")
+    m = r.add_argument_group("live migration")
+    m.add_argument("--incoming", type=_arg(_uri), metavar="URI",
+                   help="receive a migrating guest (tcp:HOST:PORT, file:PATH, fd:N or -) and "
+                   "run it; no ELF")
+    m.add_argument("--migrate-to", type=_arg(_uri), action="append", default=[], metavar="URI",
+                   help="migrate the VM to URI (once per VM, in order)")
+    m.add_argument("--migrate-after", type=_arg(_milliseconds), metavar="MS",
+                   help="start migrating after MS of virtual time (default 0)")
+    m.add_argument("--max-bandwidth", type=_arg(_bandwidth), metavar="BYTES",
+                   help="link bandwidth per second of virtual time (default 128M)")
+    m.add_argument("--downtime-limit", type=_arg(_milliseconds), metavar="MS",
+                   help="largest downtime to switch over with (default 300)")
+    m.add_argument("--migrate-max-iterations", type=_arg(_positive), metavar="N",
+                   help="switch over after N iterations even if over the limit")
+    m.add_argument("--auto-converge", action="store_true",
+                   help="throttle the guest when iterations do not shrink (QEMU's auto-converge)")
+    m.add_argument("--migrate-compress", action="store_true",
+                   help="zstd-compress page runs (the s2emu[migrate] extra)")
+    m.add_argument("--migrate-rebuild", choices=("lazy", "now"),
+                   help="after a cancel: rebuild huge mappings lazily (default) or now")
+    m.add_argument("--migrate-report", type=_arg(_out_path), metavar="FILE.json",
+                   help="write the migration's report as JSON")
+    m.add_argument("--migrate-plot", type=_arg(_out_path), metavar="FILE.png",
+                   help="plot dirty pages and bytes per iteration (the s2emu[plot] extra)")
+    o = r.add_argument_group("monitors")
+    o.add_argument("--qmp", type=_arg(_qmp_address), metavar="ADDR",
+                   help="serve QMP (the QEMU Machine Protocol) on tcp:HOST:PORT or unix:PATH")
+    o.add_argument("--monitor", choices=("stdio",),
+                   help="a line-oriented human monitor (HMP-like) on the terminal")
     s = sub.add_parser("step", parents=[common], help="single-step a guest, showing what the "
                        f"hypervisor does at each instruction (default --trace {STEP_TRACE})")
     s.add_argument("--from", dest="start", type=_arg(_nonempty), metavar="SYMBOL|ADDR",
@@ -199,8 +257,50 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_vms(a: argparse.Namespace) -> None:
+    """How many guests, and which options need exactly one."""
+    incoming = getattr(a, "incoming", None)
+    if a.command == "step" and len(a.elf) != 1:
+        raise UsageError("step takes one ELF")
+    if incoming and a.elf:
+        raise UsageError("--incoming receives the guest: give no ELF")
+    if not incoming and not a.elf:
+        raise UsageError("the following arguments are required: elf")
+    n = max(1, len(a.elf))
+    if len(a.args) > n:
+        raise UsageError(f"{len(a.args)} --args for {n} guest{'s' if n > 1 else ''}")
+    one_only = [o for o, on in (("--gdb", getattr(a, "gdb", None)), ("--trace", a.trace),
+                                ("--perfetto", a.perfetto)) if on]
+    if n > 1 and one_only:
+        raise UsageError(f"{one_only[0]} works with one VM")
+    if len(getattr(a, "migrate_to", [])) > n:
+        raise UsageError(f"{len(a.migrate_to)} --migrate-to for {n} VM{'s' if n > 1 else ''}")
+    if getattr(a, "gdb", None) and (a.migrate_to or a.qmp or a.monitor or incoming):
+        raise UsageError("--gdb drives the run: not with migration or a monitor")
+    tuning = [o for o in ("migrate_after", "max_bandwidth", "downtime_limit",
+                          "migrate_max_iterations", "migrate_rebuild", "migrate_report",
+                          "migrate_plot") if getattr(a, o, None) is not None]
+    tuning += [o for o in ("auto_converge", "migrate_compress") if getattr(a, o, False)]
+    if tuning and not (getattr(a, "migrate_to", None) or getattr(a, "qmp", None)
+                       or getattr(a, "monitor", None)):
+        raise UsageError(f"--{tuning[0].replace('_', '-')} needs --migrate-to or a monitor")
+    if getattr(a, "migrate_plot", None):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--migrate-plot needs matplotlib: pip install 's2emu[plot]'") \
+                from None
+    if getattr(a, "migrate_compress", False):
+        try:
+            import zstandard  # noqa: F401
+        except ImportError:
+            raise UsageError("--migrate-compress needs zstandard: pip install "
+                             "'s2emu[migrate]'") from None
+
+
 def check(a: argparse.Namespace) -> None:
     """Options that need each other; fills the dirty-logging defaults. UsageError if not."""
+    _check_vms(a)
     given = [f"--{o.replace('_', '-')}" for o in _DIRTY_OPTIONS if getattr(a, o) is not None]
     if given and not a.log_dirty:
         raise UsageError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --log-dirty")

@@ -17,9 +17,10 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_INTERRUPT = 0, 1, 2, 3, 130
 LEVELS = {"1g": 1, "2m": 2, "4k": 3}
 
 
-def console(prefix: str = ""):
-    """A PL011 sink writing the guest's console to stdout, each line prefixed (several VMs)."""
-    out = sys.stdout.buffer
+def console(prefix: str = "", out=None):
+    """A PL011 sink writing the guest's console to stdout (or `out`), each line prefixed
+    (several VMs)."""
+    out = out or sys.stdout.buffer
     line = bytearray()
     tag = prefix.encode()
 

@@ -1,0 +1,45 @@
+"""The monitors a run asked for (--qmp, --monitor stdio), opened before anything runs (a busy
+port is one line, status 1) and fed by the main loop's command queue."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..monitor.dispatch import Dispatcher
+
+
+class Monitors:
+    def __init__(self, a: argparse.Namespace) -> None:
+        self.qmp_address = getattr(a, "qmp", None)
+        self.hmp = getattr(a, "monitor", None) == "stdio"
+        self.dispatcher: Dispatcher | None = None
+        self._servers: list = []
+        if self.qmp_address or self.hmp:
+            self.dispatcher = Dispatcher()
+        if self.qmp_address:
+            from ..monitor.qmp import QmpServer
+            server = QmpServer(self.dispatcher, self.qmp_address)
+            server.start()
+            self._servers.append(server)
+            print(f"[s2emu] QMP on {server.address}", file=sys.stderr, flush=True)
+
+    def start(self, loop) -> None:
+        """Wake the running guest for each command; start the human monitor."""
+        if self.dispatcher is None:
+            return
+        stop = loop.vms[0].session.m.cpu.stop
+        self.dispatcher._wake = stop.request
+        if self.hmp:
+            from ..monitor.hmp import HmpMonitor
+            hmp = HmpMonitor(self.dispatcher, sys.stdin, sys.stderr)
+            hmp.start()
+            self._servers.append(hmp)
+
+    def close(self) -> None:
+        for s in self._servers:
+            s.close()
+        self._servers = []
+
+
+def open_monitors(a: argparse.Namespace) -> Monitors:
+    return Monitors(a)
