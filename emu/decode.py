@@ -66,6 +66,9 @@ _TABLE = (
     ((A.ARM_INS_VSTR, A.ARM_INS_VSTMIA, A.ARM_INS_VSTMDB, A.ARM_INS_VPUSH), 0, False, True, "vfp"),
     ((A.ARM_INS_TBB,), 1, False, False, "table"),
     ((A.ARM_INS_TBH,), 2, False, False, "table"),
+    # SWP/SWPB (A8.8.229): a read, then a write of the same address; described by its read
+    ((A.ARM_INS_SWP,), 4, False, False, "swap"),
+    ((A.ARM_INS_SWPB,), 1, False, False, "swap"),
 )
 _OPS = {iid: _Op(size, sign, write, form)
         for ids, size, sign, write, form in _TABLE for iid in ids}
@@ -191,6 +194,11 @@ def _table(w: int, r: _Regs, op: _Op) -> _Ea:
     return _Ea(addr, op.size, op.size, 0, False)
 
 
+def _swap(w: int, r: _Regs, op: _Op) -> _Ea:
+    """SWP/SWPB Rt, Rt2, [Rn] (A32 only): the address is Rn."""
+    return _Ea(r[w >> 16 & 15], op.size, op.size, w >> 12 & 15, False)
+
+
 def _t16(h: int, r: _Regs, op: _Op) -> _Ea:
     """16-bit Thumb loads/stores (A6.2.4), PUSH/POP (A8.8.131-133) and LDM/STM (A8.8.57)."""
     top = h >> 12
@@ -217,6 +225,7 @@ _DECODERS = {   # form -> (A32 decoder, T32 decoder); 16-bit Thumb always uses _
     "excl": (_a32_excl, _t32_excl),
     "vfp": (_vfp, _vfp),
     "table": (_table, _table),      # TBB/TBH exist only in T32
+    "swap": (_swap, _swap),         # SWP/SWPB exist only in A32
 }
 
 

@@ -51,6 +51,8 @@ def test_an_undefined_instruction_after_a_hint_is_blamed_on_itself(icount):
                  id="unaligned strex"),
     pytest.param(arm(0xE1F12F9F), False, DABT, CODE + 8, {1: DATA + 1}, id="unaligned ldrexh"),
     pytest.param(arm(0xE1B12F9F), False, DABT, CODE + 8, {1: DATA + 4}, id="unaligned ldrexd"),
+    pytest.param(arm(0xE1007091), False, DABT, CODE + 8, {0: DATA + 1},
+                 id="unaligned swp (found by fuzzing)"),
 ])
 def test_guest_exceptions_enter_the_guests_vectors(code, is_thumb, vector, lr, regs):
     """Preferred return + offset (B1.8.3, Table B1-7): UNDEF +4 ARM / +2 Thumb, prefetch
