@@ -301,7 +301,6 @@ NOT_MODELLED = "a memory access this decoder does not model"
     pytest.param(encode(0xE1400070, False), False, "not a load", id="A32 hvc #0"),
     pytest.param(encode(0x2001, True), True, "not a load", id="T16 movs r0, #1"),
     pytest.param(encode(0xF421070F, False), False, NOT_MODELLED, id="A32 vld1.8 {d0}, [r1]"),
-    pytest.param(encode(0xE1020091, False), False, NOT_MODELLED, id="A32 swp r0, r1, [r2]"),
     pytest.param(encode(0xED915E01, False), False, NOT_MODELLED, id="A32 ldc p14, c5, [r1, #4]"),
     pytest.param(b"\xff\xff\xff\xff", False, "undecodable", id="A32 bytes ffffffff"),
     pytest.param(b"\xd1\xf8", True, "undecodable", id="T32 ldr.w cut after hw1"),
@@ -309,6 +308,12 @@ NOT_MODELLED = "a memory access this decoder does not model"
 def test_other_instructions_raise(code: bytes, thumb: bool, message: str) -> None:
     with pytest.raises(DecodeError, match=message):
         decode_access(code, CODE, thumb, REGS.__getitem__)
+
+
+def test_swp_is_decoded_by_its_read() -> None:
+    """SWP r0, r1, [r2] (A8.8.229): the address is r2, a word, no valid ISS."""
+    info = decode_access(encode(0xE1020091, False), CODE, False, REGS.__getitem__)
+    assert (info.addr, info.size, info.write, info.isv, info.rt) == (REGS[2], 4, False, False, 0)
 
 
 def test_rrx_offset_needs_cpsr() -> None:
