@@ -30,6 +30,7 @@ OPTIONS = ["--mem", "--args", "--hugepages", "--max-insns", "--timeout", "--dirt
            "--split", "--harvest-ms", "--ring-size", "--trace", "--trace-format",
            "--trace-file", "--trace-range", "--trace-ring", "--perfetto", "--walk", "--gdb",
            "--from", "--count"]
+OUTPUTS = ("--trace-file", "--perfetto", "--migrate-report", "--migrate-plot")
 FLAGS = ["--no-icount", "--log-dirty", "--prefault", "--dump-s2", "-q", "--bogus"]
 STATUSES = {0, 1, 2, 3, 130}
 
@@ -67,8 +68,10 @@ def make_argv(rng: random.Random) -> list[str]:
             argv.append(rng.choice(FLAGS))
         else:
             opt = rng.choice(OPTIONS)
-            value = rng.choice(VALUES + (["OUT:t.txt"] if opt in ("--trace-file",
-                                                                  "--perfetto") else []))
+            if opt in OUTPUTS:                   # files the run may write: only into tmp
+                value = rng.choice(["OUT:t.txt", "OUT:run.json", "", "/nonexistent/x", "/tmp"])
+            else:
+                value = rng.choice(VALUES)
             argv += [opt, value]
     if "--no-icount" not in argv:
         argv += ["--max-insns", "20000"]
