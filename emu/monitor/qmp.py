@@ -176,8 +176,8 @@ class _Client:
         self.reader.start()
 
     def send(self, msg: dict) -> None:
-        if self.out.qsize() > MAX_BACKLOG:
-            self.close()
+        if self.out.qsize() > MAX_BACKLOG:             # it stopped reading: drop it
+            self.close(hard=True)
         elif not self.closed.is_set():
             self.out.put(msg)
 

@@ -333,6 +333,22 @@ def test_bind_failures_name_the_address(server):
         QmpServer(Dispatcher(), "unix:/nonexistent/dir/s").start()
 
 
+def test_a_stale_unix_socket_is_replaced_a_regular_file_is_not(tmp_path):
+    stale = tmp_path / "stale.sock"
+    socket.socket(socket.AF_UNIX).bind(str(stale))          # bound, never listened, closed
+    with QmpServer(Dispatcher(), f"unix:{stale}") as srv:
+        assert srv.sockname == str(stale)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(TIMEOUT)
+            s.connect(str(stale))
+            assert s.makefile("rb").readline().startswith(b'{"QMP": ')
+    precious = tmp_path / "precious"
+    precious.write_text("data")
+    with pytest.raises(OSError, match=f"^cannot listen for QMP on unix:{precious}: "):
+        QmpServer(Dispatcher(), f"unix:{precious}").start()
+    assert precious.read_text() == "data"
+
+
 def test_a_main_loop_that_does_not_answer():
     d = Dispatcher()                                              # nobody processes it
     with QmpServer(d, "tcp:127.0.0.1:0", timeout=0.2) as srv:
