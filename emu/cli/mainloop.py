@@ -40,6 +40,7 @@ class MainLoop:
         self.dispatcher = dispatcher
         self.migrate_kw = migrate_kw or {}
         self.quit = False
+        self.monitors_alive = lambda: self.dispatcher is not None
 
     # ---- running ----------------------------------------------------------------------
     def run(self, max_insns: int | None = None, timeout: float | None = None) -> list[RunResult]:
@@ -52,9 +53,11 @@ class MainLoop:
                     self._end(v, RunResult("quit", v.steps))
             running = [v for v in self.vms if v.status == "running"]
             if not running:
-                waiting = [v for v in self.vms if v.result is None]
-                if self.dispatcher is None or not waiting:
-                    for v in waiting:                  # paused with nobody to resume it
+                # paused, or migrated away (QEMU keeps the source until `quit`): wait for
+                # commands while a monitor can still send one
+                idle = [v for v in self.vms if v.result is None or v.status == "postmigrate"]
+                if self.dispatcher is None or not idle or not self.monitors_alive():
+                    for v in idle:                     # paused with nobody to resume it
                         self._end(v, RunResult("paused", v.steps))
                     return [v.result for v in self.vms]
                 self.dispatcher.wait(0.5)

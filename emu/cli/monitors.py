@@ -14,6 +14,7 @@ class Monitors:
         self.hmp = getattr(a, "monitor", None) == "stdio"
         self.dispatcher: Dispatcher | None = None
         self._servers: list = []
+        self._qmp = self._hmp = None
         if self.qmp_address or self.hmp:
             self.dispatcher = Dispatcher()
         if self.qmp_address:
@@ -21,6 +22,7 @@ class Monitors:
             server = QmpServer(self.dispatcher, self.qmp_address)
             server.start()
             self._servers.append(server)
+            self._qmp = server
             print(f"[s2emu] QMP on {server.address}", file=sys.stderr, flush=True)
 
     def start(self, loop) -> None:
@@ -30,10 +32,18 @@ class Monitors:
         stop = loop.vms[0].session.m.cpu.stop
         self.dispatcher._wake = stop.request
         if self.hmp:
-            from ..monitor.hmp import HmpMonitor
-            hmp = HmpMonitor(self.dispatcher, sys.stdin, sys.stderr)
-            hmp.start()
-            self._servers.append(hmp)
+            from ..monitor.hmp import HumanMonitor
+            self._hmp = HumanMonitor(self.dispatcher, sys.stdin, sys.stderr)
+            self._hmp.start()
+            self._servers.append(self._hmp)
+        loop.monitors_alive = self.alive
+
+    def alive(self) -> bool:
+        """Can a command still come? (QMP: always; the human monitor: until its input
+        ends.) A run whose VMs all wait for commands nobody can send ends."""
+        if self._qmp is not None:
+            return True
+        return self._hmp is not None and not self._hmp.join(0)
 
     def close(self) -> None:
         for s in self._servers:
