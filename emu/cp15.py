@@ -42,8 +42,13 @@ CP15 = {
 }
 SCR = (15, 0, 1, 1, 1, 0, 0)                  # secure bank
 HCR = (15, 0, 0, 1, 1, 4, 0)
+HSTR = (15, 0, 0, 1, 1, 4, 3)
 SCR_HCE = 1 << 8
 HCR_TVM = 1 << 26
+HCR_TTLB = 1 << 25
+HCR_TRAPS = HCR_TVM | HCR_TTLB
+HSTR_T7 = 1 << 7                 # every CP15 c7 access: cache maintenance, ATS, barriers
+HSTR_TRAPS = HSTR_T7
 SCTLR_M = 1 << 0
 
 _TVM = {"SCTLR", "TTBR0", "TTBR1", "TTBCR", "DACR", "DFSR", "IFSR", "ADFSR", "AIFSR", "DFAR",

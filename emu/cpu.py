@@ -25,16 +25,17 @@ from unicorn import arm_const as A
 from unicorn.unicorn_py3.unicorn import uclib
 
 from hyp.arch.descriptors import Prot
-from hyp.arch.exception import CPSR_T, GuestException, enter
+from hyp.arch.exception import CPSR_T, MODE_USR, GuestException, enter
 from hyp.arch.fault import Access, Fault
 from hyp.arch.mmu import MMU
 from hyp.arch.psr import it_advance
-from hyp.arch.walk import Translation, lookup
+from hyp.arch.s1 import PL0, PL1, S1Fault, S1Regime
 from hyp.exits import BudgetExhausted, DebugStop, Exit, NoProgress, StopRequested, WaitForInterrupt
 from hyp.physmem import PhysMem
 
 from . import native
-from .cp15 import CP15, HCR, HCR_TVM, SCR, SCR_HCE
+from .cp15 import CP15, HCR, HCR_TRAPS, HSTR, HSTR_TRAPS, SCR, SCR_HCE
+from .decode import unprivileged
 from .cpu_events import ESR_UNTOUCHED, CpuEvents, GuestCrash
 from .icount import Counter as InsnCounter
 from .icount import FaultAddress
@@ -68,7 +69,8 @@ class VCPU(CpuEvents):
         uc.mem_map_ptr(mem.base, mem.size, UC_PROT_READ | UC_PROT_WRITE | UC_PROT_EXEC,
                        mem.buf.ctypes.data)
         uc.reg_write(A.UC_ARM_REG_CP_REG, SCR + (uc.reg_read(A.UC_ARM_REG_CP_REG, SCR) | SCR_HCE,))
-        uc.reg_write(A.UC_ARM_REG_CP_REG, HCR + (HCR_TVM,))
+        uc.reg_write(A.UC_ARM_REG_CP_REG, HCR + (HCR_TRAPS,))
+        uc.reg_write(A.UC_ARM_REG_CP_REG, HSTR + (HSTR_TRAPS,))
         uc.ctl_exits_enabled(True)
         uc.ctl_set_exits([])         # no exit address: none of the guest's is reserved
         uc.hook_add(UC_HOOK_TLB_FILL, self._fill)
@@ -102,6 +104,7 @@ class VCPU(CpuEvents):
         self._running = False
         self.debug_stop: str | None = None     # set by a debug hook that called emu_stop()
         mmu.tlb.listeners.append(self._tlb_flushed)
+        self.sync_stage1()
 
     @property
     def progress(self) -> int:
@@ -111,20 +114,50 @@ class VCPU(CpuEvents):
     # ---- the fast path's only Python: TLB misses ----------------------------------------
     def _fill(self, uc, vaddr, access_code, entry, _ud) -> bool:
         access = _UC_ACCESS[access_code]
-        result = self.mmu.fill(vaddr, access)
+        priv = self._privilege(access) if self.mmu.s1.enabled else PL1
+        result = self.mmu.fill(vaddr, access, priv)
         self.stats["fills"] += 1
-        if isinstance(result, Fault):
+        if isinstance(result, (Fault, S1Fault)):
             self._fault = result
             self.stats["denied"] += 1
             return False
         entry.paddr = result.pa_page
         # Never grant X on data fills: stores to X pages take Unicorn's slow path.
-        entry.perms = _FETCH_PERMS if access == Access.FETCH else _DATA_PERMS[result.prot]
+        entry.perms = _FETCH_PERMS if access == Access.FETCH else \
+            _DATA_PERMS[self.mmu.effective(result, priv)]
         self._fills_since_flush += 1
         if self._native is not None and self._fills_since_flush > 0.7 * self._uc_tlb_size \
                 and self._uc_tlb_size < _UC_TLB_MAX:
             self._native.request_stop()          # let the TLB grow (at the next block start)
         return True
+
+    def _privilege(self, access: Access) -> int:
+        """PL0 in User mode, and for the unprivileged loads/stores (LDRT, STRT...) PL1 code
+        makes: Unicorn caches those in its PL0 TLB, so they must get PL0's permissions.
+        (Unicorn syncs PC and CPSR before calling the fill hook.)"""
+        cpsr = self.uc.reg_read(A.UC_ARM_REG_CPSR)
+        if cpsr & 0x1F == MODE_USR:
+            return PL0
+        if access == Access.FETCH:
+            return PL1
+        pc = self.uc.reg_read(A.UC_ARM_REG_PC)
+        code = self.read_code(pc, 4)
+        return PL0 if unprivileged(code, bool(cpsr & CPSR_T)) else PL1
+
+    def sync_stage1(self) -> None:
+        """Tell the MMU the guest's translation registers (after a trapped write, a
+        restore). Unicorn's TLB, not tagged by ASID or regime, is dropped when they change;
+        the model's TLB keeps its entries, stale ones included, as hardware does."""
+        lpae = bool(self.cp15_read("TTBCR") >> 31 & 1)
+        regime = S1Regime(
+            sctlr=self.cp15_read("SCTLR"), ttbcr=self.cp15_read("TTBCR"),
+            ttbr0=self.cp15_read("TTBR0_64") if lpae else self.cp15_read("TTBR0"),
+            ttbr1=self.cp15_read("TTBR1_64") if lpae else self.cp15_read("TTBR1"),
+            dacr=self.cp15_read("DACR"), contextidr=self.cp15_read("CONTEXTIDR"),
+            mair0=self.cp15_read("PRRR"), mair1=self.cp15_read("NMRR"))
+        if regime != self.mmu.s1:
+            self.mmu.set_stage1(regime)
+            self.flush_unicorn_tlb()
 
     def _intr(self, uc, intno, _ud) -> None:
         self._intno = intno
@@ -239,15 +272,14 @@ class VCPU(CpuEvents):
 
     def debug_translate(self, va: int) -> int | None:
         """VA -> PA without side effects (gdb, decoder): the TLB entry if one is cached (what
-        the CPU would use), else a walk that fills nothing. None if unmapped."""
-        if not self.mmu.stage2_enabled:
-            return va if self.mem.contains(va, 1) else None
-        e = self.mmu.tlb.lookup(self.mmu.vmid, va & ~0xFFF)
+        the CPU would use), else a walk of both stages that fills nothing. None if
+        unmapped."""
+        s1 = self.mmu.s1
+        e = self.mmu.tlb.lookup(self.mmu.vmid, va & ~0xFFF, s1.asid if s1.enabled else None)
         if e is not None:
             pa = e.pa_page | (va & 0xFFF)
         else:
-            t = lookup(self.mem, self.mmu.cfg, va)
-            pa = t.pa if isinstance(t, Translation) else None
+            pa = self.mmu.debug_walk(va)[0]
         return pa if pa is not None and self.mem.contains(pa, 1) else None
 
     # ---- guest exceptions -----------------------------------------------------------------
@@ -335,6 +367,9 @@ class VCPU(CpuEvents):
         if err is not None and err.errno == UC_ERR_EXCEPTION and self._fault is not None:
             fault = self._fault
             self._account(counted if fault.access == Access.FETCH else counted - 1, counting)
+            if isinstance(fault, S1Fault):
+                self._stage1_abort(fault, pc, thumb)     # the guest's own: no exit
+                return None
             return self._abort_exit(fault, pc, thumb)
         if err is not None and err.errno == UC_ERR_INSN_INVALID:
             return self._invalid(pc, thumb, begin & ~1, counted, counting)

@@ -15,10 +15,11 @@ from unicorn import arm_const as A
 from hyp.arch import fsr
 from hyp.arch.exception import GuestException, lr_offset
 from hyp.arch.fault import Access, Fault
+from hyp.arch.s1 import S1Fault
 from hyp.arch.syndrome import Syndrome, hsr_hvc
 from hyp.exits import Hypercall, Stage2Abort
 
-from .cp15 import SCTLR_M, tvm_trapped
+from . import traps
 from .decode import DecodeError, decode_access, fault_address
 from .undef import decode_coproc, hint_before
 
@@ -53,25 +54,14 @@ class CpuEvents:
             self.stats[hint[0] if hint else "hint"] += 1
             return None
         self._account(counted - 1, counting)            # PC is on the instruction
-        code = self.read_code(pc, 4)
-        t = decode_coproc(code, thumb)
-        name = tvm_trapped(t) if t is not None else None
-        if name is not None:
-            return self._emulate_tvm_write(name, t, pc)
+        t = decode_coproc(self.read_code(pc, 4), thumb)
+        if t is not None:
+            try:
+                return traps.emulate(self, t, pc, thumb)   # a Hyp trap we set (emu.traps)
+            except traps.Untrapped:
+                pass
         self.take_exception(GuestException.UNDEFINED,
                             pc + lr_offset(GuestException.UNDEFINED, thumb))
-        return None
-
-    def _emulate_tvm_write(self, name: str, t, pc: int):
-        value = self.reg(t.rt) if t.rt != 15 else 0
-        if t.is64:
-            value |= (self.reg(t.rt2) if t.rt2 != 15 else 0) << 32
-        if name == "SCTLR" and value & SCTLR_M:
-            raise GuestCrash(f"the guest enabled its stage-1 MMU (SCTLR.M=1, write "
-                             f"{value:#010x} at PC {pc:#x}): guest stage 1 is not modelled yet")
-        self.cp15_write(name, value)
-        self.stats["trap tvm"] += 1
-        self.skip_instruction(4)
         return None
 
     # ---- UC_HOOK_INTR: exceptions Unicorn raised ------------------------------------------
@@ -128,6 +118,26 @@ class CpuEvents:
             return ((first & 0xF) << 12) | (second & 0xFFF)
         word = struct.unpack("<I", self.read_code(pc_after - 4, 4))[0]
         return ((word >> 4) & 0xFFF0) | (word & 0xF)
+
+    # ---- denied TLB fills: the guest's own stage-1 aborts ---------------------------------
+    def _stage1_abort(self, fault: S1Fault, pc: int, thumb: bool) -> None:
+        """The MMU refused the access at stage 1: the guest's Data or Prefetch Abort, with
+        DFSR/DFAR or IFSR/IFAR in the format its TTBCR.EAE selects (B3.13), no hypervisor
+        involved."""
+        va = self._fault_address.value if (self._fault_address.value & ~0xFFF) == \
+            (fault.va & ~0xFFF) else fault.va
+        if fault.fetch:
+            self.cp15_write("IFSR", fault.fsr())
+            self.cp15_write("IFAR", va & 0xFFFFFFFF)
+            self.stats["s1 prefetch abort"] += 1
+            self.take_exception(GuestException.PREFETCH_ABORT,
+                                pc + lr_offset(GuestException.PREFETCH_ABORT, thumb))
+        else:
+            self.cp15_write("DFSR", fault.fsr())
+            self.cp15_write("DFAR", va & 0xFFFFFFFF)
+            self.stats["s1 data abort"] += 1
+            self.take_exception(GuestException.DATA_ABORT,
+                                pc + lr_offset(GuestException.DATA_ABORT, thumb))
 
     # ---- denied TLB fills: stage-2 aborts for the hypervisor -----------------------------
     def _abort_exit(self, fault: Fault, pc: int, thumb: bool) -> Stage2Abort:
@@ -212,7 +222,7 @@ class CpuEvents:
             except DecodeError:
                 self.stats["undecoded aborts"] += 1
                 info, va = None, fault.va
-        fault = Fault(type=fault.type, level=fault.level, access=fault.access,
-                      ipa=(fault.ipa & ~0xFFF) | (va & 0xFFF), stage=fault.stage,
-                      s1ptw=fault.s1ptw, va=va, desc_pa=fault.desc_pa)
+        ipa = fault.ipa if fault.s1ptw else (fault.ipa & ~0xFFF) | (va & 0xFFF)
+        fault = Fault(type=fault.type, level=fault.level, access=fault.access, ipa=ipa,
+                      stage=fault.stage, s1ptw=fault.s1ptw, va=va, desc_pa=fault.desc_pa)
         return fault, Syndrome.for_fault(fault, info), info

@@ -288,3 +288,22 @@ def fault_address(info: AccessInfo, fault_page: int) -> int:
         raise ValueError(f"{info.mnemonic} at {info.addr:#x}+{info.length} does not touch "
                          f"page {fault_page:#x}")
     return va
+
+
+def unprivileged(code: bytes, thumb: bool) -> bool:
+    """Is the instruction an unprivileged load/store (LDRT/STRT and the B, H, SB, SH forms),
+    which PL1 code executes with PL0 permissions (A8.8.92 and friends)? A raw-bits check: it
+    runs on TLB fills, where capstone would be too slow."""
+    if thumb:
+        if len(code) < 4:
+            return False
+        hw1, hw2 = int.from_bytes(code[0:2], "little"), int.from_bytes(code[2:4], "little")
+        return hw1 & 0xFE80 == 0xF800 and hw2 & 0x0F00 == 0x0E00
+    if len(code) < 4:
+        return False
+    w = int.from_bytes(code[:4], "little")
+    if w >> 28 == 0xF or w >> 24 & 1 or not w >> 21 & 1:
+        return False                             # P = 1 or W = 0: not a T form
+    if w >> 26 & 3 == 0b01:                      # LDRT/STRT/LDRBT/STRBT
+        return not (w >> 25 & 1 and w >> 4 & 1)
+    return w >> 25 & 7 == 0 and w & 0x90 == 0x90 and w >> 5 & 3 != 0   # H/SB/SH forms

@@ -1,22 +1,34 @@
-"""What the CPU's MMU does on a TLB miss (DDI 0406C B3.6-B3.9).
+"""What the CPU's MMU does on a TLB miss: the full ARMv7 two-stage regime (DDI 0406C B3.3,
+B3.6-B3.9, B3.12).
 
-TLB lookup by (VMID, VA page); on a miss - or a hit lacking the permission, which on this
-model re-walks so that permission upgrades need no maintenance - stage 1 (the guest MMU is
-off: VA = IPA) and then the stage-2 walk of the tables in host memory.
+TLB lookup by (VMID, ASID or global, VA page); on a miss - or a hit lacking the permission,
+which on this model re-walks so that permission upgrades need no maintenance - stage 1 (the
+guest's tables, short or long descriptors, when SCTLR.M is set; VA = IPA otherwise) and then
+stage 2. Every stage-1 descriptor read is itself an access that stage 2 translates: a stage-2
+fault on it is reported with S1PTW set and the descriptor's IPA (HPFAR), at the stage-2 level.
+With HCR.PTW set, a stage-1 walk into memory stage 2 maps as Device faults (permission).
+
+`fill` returns a TLBEntry, a stage-2 `Fault` (for the hypervisor) or an `S1Fault` (the guest's
+own abort). `debug_walk` is the side-effect-free path for debuggers and decoders.
 """
 from __future__ import annotations
 
 from .descriptors import Prot
 from .fault import Access, Fault, FaultType
 from .regs import HCR_VM, S2Config
-from .tlb import TLB, TLBEntry
+from .s1 import PL1, S1Fault, S1Leaf, S1Regime, check
+from . import s1long, s1short
+from .tlb import FLAT, GLOBAL, TLB, TLBEntry
 from .walk import Translation, allowed, translate
 
 PAGE_MASK = ~0xFFF
+HCR_PTW = 1 << 2
+_NEED = {Access.READ: Prot.R, Access.WRITE: Prot.W, Access.FETCH: Prot.X | Prot.R}
 
 
 class MMU:
-    """The translation hardware of one CPU: Hyp registers, the walker and the shared TLB."""
+    """The translation hardware of one CPU: Hyp registers, the guest's stage-1 registers,
+    the walkers and the shared TLB."""
 
     def __init__(self, mem, tlb: TLB) -> None:
         self.mem = mem
@@ -25,14 +37,21 @@ class MMU:
         self._vtcr = 0
         self._vttbr = 0
         self.cfg = S2Config.decode(0, 0)
+        self.s1 = S1Regime()
         self.walks = 0
-        self.observers: list = []      # called with (va, access, result, steps) on each walk
+        self.s1_walks = 0
+        self.observers: list = []      # (va, access, result) on each stage-2 walk
+        self.s1_observers: list = []   # (va, access, result, steps) on each stage-1 walk
 
     def set_stage2(self, hcr: int, vtcr: int, vttbr: int) -> None:
         """Write HCR, VTCR and VTTBR as Hyp mode does before entering a guest."""
         if (vtcr, vttbr) != (self._vtcr, self._vttbr):
             self.cfg = S2Config.decode(vtcr, vttbr)
         self.hcr, self._vtcr, self._vttbr = hcr, vtcr, vttbr
+
+    def set_stage1(self, regime: S1Regime) -> None:
+        """The guest's translation registers, as it last wrote them (trapped by HCR.TVM)."""
+        self.s1 = regime
 
     @property
     def vmid(self) -> int:
@@ -42,19 +61,33 @@ class MMU:
     def stage2_enabled(self) -> bool:
         return bool(HCR_VM.get(self.hcr))
 
-    def fill(self, va: int, access: Access) -> TLBEntry | Fault:
-        """Translate the page of `va` for `access`, filling the TLB on success."""
+    # ---- the fill path ----------------------------------------------------------------------
+    def fill(self, va: int, access: Access, priv: int = PL1) -> TLBEntry | Fault | S1Fault:
+        """Translate the page of `va` for `access` at privilege `priv`, filling the TLB."""
         va_page = va & PAGE_MASK
-        vmid = self.vmid
-        entry = self.tlb.lookup(vmid, va_page)
-        if entry is not None and allowed(entry.prot, access):
+        vmid, regime = self.vmid, self.s1
+        asid = regime.asid if regime.enabled else None
+        entry = self.tlb.lookup(vmid, va_page, asid)
+        if entry is not None and self.permits(entry, access, priv):
             return entry
-        ipa = va_page                       # stage 1 off (SCTLR.M = 0)
-        if not self.stage2_enabled:
-            result: Translation | Fault = Translation(ipa=ipa, pa=ipa, level=3, prot=Prot.RWX, desc=0)
+        leaf = None
+        if regime.enabled:
+            self.s1_walks += 1
+            steps: list | None = [] if self.s1_observers else None
+            walker = s1long if regime.lpae else s1short
+            leaf = walker.walk(regime, va, access, self._descriptor_reader(va, access,
+                                                                          regime.lpae), steps)
+            for fn in self.s1_observers:
+                fn(va, access, leaf, steps)
+            if isinstance(leaf, (Fault, S1Fault)):
+                return leaf
+            f = check(leaf, regime, access, priv)
+            if f is not None:
+                return f
+            ipa = leaf.ipa
         else:
-            self.walks += 1
-            result = translate(self.mem, self.cfg, ipa, access, record=bool(self.observers))
+            ipa = va_page
+        result = self._stage2(ipa, access)
         for fn in self.observers:
             fn(va, access, result)
         if isinstance(result, Fault):
@@ -65,10 +98,92 @@ class MMU:
             # synchronous external abort), whoever wrote the descriptor.
             return Fault(type=FaultType.EXTERNAL, level=result.level, access=access,
                          ipa=result.ipa, va=va, desc_pa=result.desc_pa)
+        tag = FLAT if leaf is None else (GLOBAL if leaf.global_ else asid)
         entry = TLBEntry(vmid=vmid, va_page=va_page, ipa_page=ipa, pa_page=result.page_pa,
-                         prot=result.prot, level=result.level)
+                         prot=result.prot, level=result.level, s1=leaf, tag=tag)
         self.tlb.insert(entry)
         return entry
 
+    def permits(self, entry: TLBEntry, access: Access, priv: int) -> bool:
+        """Does a cached entry allow the access (stage 2, and stage 1 under today's DACR)?"""
+        return bool(self.effective(entry, priv) & _NEED[access] == _NEED[access]) and \
+            allowed(entry.prot, access)
 
-__all__ = ["MMU", "Access", "Fault", "FaultType", "TLBEntry"]
+    def effective(self, entry: TLBEntry, priv: int) -> Prot:
+        """Stage 1 and stage 2 permissions of an entry combined, for one privilege."""
+        if entry.s1 is None:
+            return entry.prot
+        s1 = entry.s1.perms(self.s1, priv)
+        return Prot.NONE if s1 is None else Prot(s1 & entry.prot)
+
+    def _stage2(self, ipa: int, access: Access) -> Translation | Fault:
+        if not self.stage2_enabled:
+            return Translation(ipa=ipa, pa=ipa, level=3, prot=Prot.RWX, desc=0)
+        self.walks += 1
+        return translate(self.mem, self.cfg, ipa, access, record=bool(self.observers))
+
+    def _descriptor_reader(self, va: int, access: Access, lpae: bool, *, debug: bool = False):
+        """read(ipa, level) for a stage-1 walk: the descriptor's IPA through stage 2 (a
+        walk cache of its own), the value, or a stage-2 Fault with S1PTW set."""
+        mem, vmid = self.mem, self.vmid
+        width = 8 if lpae else 4
+
+        def read(ipa: int, level: int) -> int | Fault:
+            page = ipa & PAGE_MASK
+            if not self.stage2_enabled:
+                pa = ipa
+            else:
+                hit = None if debug else self.tlb.s2_walk.get((vmid, page))
+                if hit is None:
+                    t = translate(mem, self.cfg, page, Access.READ)
+                    if isinstance(t, Fault):
+                        return Fault(type=t.type, level=t.level, access=access, ipa=ipa,
+                                     s1ptw=True, va=va, desc_pa=t.desc_pa)
+                    if self.hcr & HCR_PTW and (t.desc >> 2 & 0b1100) == 0:
+                        return Fault(type=FaultType.PERMISSION, level=t.level, access=access,
+                                     ipa=ipa, s1ptw=True, va=va, desc_pa=t.desc_pa)
+                    hit = (t.page_pa, t.desc)
+                    if not debug:
+                        self.tlb.s2_walk[(vmid, page)] = hit
+                pa = hit[0] | (ipa & 0xFFF)
+            if not mem.contains(pa, width):
+                return Fault(type=FaultType.EXTERNAL_WALK, level=level, access=access,
+                             ipa=ipa, s1ptw=True, va=va)
+            return mem.read64(pa) if lpae else mem.read32(pa)
+        return read
+
+    def at(self, va: int, access: Access, priv: int) -> S1Leaf | S1Fault | Fault | None:
+        """ATS1C*: the stage-1 translation of `va` for an access at `priv`, without a TLB
+        fill (None: the MMU is off, VA = IPA). A stage-2 fault on the walk is the
+        hypervisor's (S1PTW), as for any access."""
+        regime = self.s1
+        if not regime.enabled:
+            return None
+        walker = s1long if regime.lpae else s1short
+        leaf = walker.walk(regime, va, access, self._descriptor_reader(va, access, regime.lpae))
+        if isinstance(leaf, S1Leaf):
+            return check(leaf, regime, access, priv) or leaf
+        return leaf
+
+    # ---- the debug path -----------------------------------------------------------------------
+    def debug_walk(self, va: int, steps: list | None = None) -> tuple[int | None, object]:
+        """VA -> (PA or None, what stage 1 found) with no side effect: no TLB fill, no walk
+        cache entry. What stage 1 found: None (MMU off), an S1Leaf, an S1Fault or a Fault."""
+        regime, leaf = self.s1, None
+        if regime.enabled:
+            walker = s1long if regime.lpae else s1short
+            leaf = walker.walk(regime, va, Access.READ,
+                               self._descriptor_reader(va, Access.READ, regime.lpae,
+                                                       debug=True), steps)
+            if not isinstance(leaf, S1Leaf):
+                return None, leaf
+            ipa = leaf.ipa | (va & 0xFFF)
+        else:
+            ipa = va
+        if not self.stage2_enabled:
+            return ipa, leaf
+        t = translate(self.mem, self.cfg, ipa, Access.READ, check_perm=False)
+        return (t.pa if isinstance(t, Translation) else None), leaf
+
+
+__all__ = ["MMU", "Access", "Fault", "FaultType", "TLBEntry", "S1Fault"]

@@ -112,12 +112,17 @@ def test_translation_register_writes_trap_and_are_emulated(code, is_thumb, reg, 
     assert s.cpu.stats["trap tvm"] == 1 and s.cpu.instructions == 4
 
 
-def test_enabling_the_mmu_stops_at_the_write():
+def test_enabling_the_mmu_with_empty_tables_faults_at_the_next_fetch():
+    """The write to SCTLR is trapped and takes effect at once: the next fetch walks the
+    guest's (empty) tables - a section translation fault (IFSR 0x5), and so does the
+    prefetch-abort vector: the guest can never progress."""
     s = Snippet(arm(0xEE011F10, 0xE5912000), regs={1: 0x00C50079})   # mcr SCTLR; ldr
-    with pytest.raises(GuestCrash, match=r"SCTLR.M=1.*PC 0x40000000"):
-        s.run()
-    # only the code page's fetch fault (MMU still off) was handled; the load never ran
-    assert s.m.vm.stats["exits"] == 1 and s.cpu.instructions == 0
+    s.cpu.cp15_write("TTBR0", CODE + 0x10000)          # 16 KiB aligned, zeroed: all faults
+    r = s.run(max_insns=None)
+    assert r.reason == "error" and r.error.startswith("no progress")
+    assert s.cpu.cp15_read("IFSR") == 0x5
+    assert s.cpu.cp15_read("IFAR") == VECTORS + PABT
+    assert s.cpu.stats["trap tvm"] == 1 and s.cpu.stats["s1 prefetch abort"] >= 2
 
 
 def test_mmio_store_in_an_it_block_advances_itstate():

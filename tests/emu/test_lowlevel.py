@@ -128,12 +128,20 @@ def test_missing_flush_leaves_stale_translation_visible_to_guest(skip_flush, exp
     assert a.run_to_hvc() == expect
 
 
-def test_guest_enabling_stage1_mmu_is_reported_not_ignored():
-    from emu.cpu import GuestCrash
+def test_a_stage1_walk_into_unmapped_stage2_is_an_s1ptw_exit():
+    """The guest turns its MMU on with TTBR0 at an IPA stage 2 does not map: the next fetch
+    walks stage 1, whose first descriptor read faults at stage 2 - a prefetch abort to Hyp
+    mode with S1PTW=1, HPFAR = the descriptor's IPA, HIFAR = the VA (B3.12.2, B4.1.66)."""
     bm = BareMachine()
     g = Guest(bm, 1, 0)
-    code = [0xEE110F10, 0xE3800001, 0xEE010F10, 0xF57FF06F, 0xE1400070]  # SCTLR.M = 1; hvc
+    # mrc p15,0,r0,c1,c0,0; orr r0,r0,#1; mcr p15,0,r0,c1,c0,0 (SCTLR.M = 1); isb; hvc #0
+    code = [0xEE110F10, 0xE3800001, 0xEE010F10, 0xF57FF06F, 0xE1400070]
     bm.mem.write(g.code_pa, struct.pack("<5I", *code))
     g.enter()
-    with pytest.raises(GuestCrash, match="SCTLR.M=1"):
-        bm.cpu.run(100)
+    bm.cpu.cp15_write("TTBR0", 0x4010_0000)          # L1 table: not mapped at stage 2
+    ex = bm.cpu.run(100)
+    assert isinstance(ex, Stage2Abort) and ex.page_fault.s1ptw
+    # EC 0x20 (prefetch abort, lower EL), S1PTW=1, IFSC 0b000111 (translation, level 3)
+    assert ex.syndrome.hsr == 0x80000087
+    # the L1 descriptor of VA 0x4000000C: 0x40100000 + 4 * 0x400
+    assert (ex.syndrome.hpfar, ex.syndrome.far) == (0x00401010, CODE_IPA + 12)
