@@ -11,6 +11,9 @@ The rows and how each is measured and checked:
   bench/guest_speed.py  "... vs raw unicorn" and icount on vs off (guest code in programs.py)
   bench/dirty_rows.py   dirty logging: faults, enable/get_dirty_log, eager vs lazy splitting
                         (on the LogBench board of bench/logbench.py)
+  bench/trace_rows.py   tracing off vs never attached, the cost of a traced instruction
+  bench/migration_rows.py  live migration: stream serialise/parse MiB/s vs a bytes copy,
+                        virtual downtime (idle, dirtying guest), wall seconds per GiB
 Shared machinery (sizes, timing, Result, the row registry, output) is in bench/common.py.
 """
 from __future__ import annotations
@@ -32,11 +35,12 @@ if ROOT not in sys.path:
 
 import unicorn  # noqa: E402
 
-from bench import dirty_rows, guest_speed, trace_rows  # noqa: E402
+from bench import dirty_rows, guest_speed, migration_rows, trace_rows  # noqa: E402
 from bench.common import (DEFAULT, QUICK, BenchError, Context, Result,  # noqa: E402
                           json_line, pin_malloc, table)
 
-ROWS = guest_speed.ROWS + dirty_rows.ROWS + trace_rows.ROWS    # every row function, in the order they run
+# every row function, in the order they run
+ROWS = guest_speed.ROWS + dirty_rows.ROWS + trace_rows.ROWS + migration_rows.ROWS
 
 
 def header(ctx: Context, quick: bool, rows: list[str] | None = None) -> str:
@@ -47,8 +51,10 @@ def header(ctx: Context, quick: bool, rows: list[str] | None = None) -> str:
                        cpu)
     except OSError:
         pass
-    speed = rows is None or any(r not in dirty_rows.DIRTY_ROWS for r in rows)
+    own = dirty_rows.DIRTY_ROWS | migration_rows.MIGRATION_ROWS
+    speed = rows is None or any(r not in own for r in rows)
     logging = rows is None or any(r in dirty_rows.DIRTY_ROWS for r in rows)
+    migration = rows is None or any(r in migration_rows.MIGRATION_ROWS for r in rows)
     lines = [
         f"s2emu benchmark{' (--quick)' if quick else ''}: unicorn "
         f"{unicorn.__version__}, Python {platform.python_version()}, {cpu}, "
@@ -58,6 +64,8 @@ def header(ctx: Context, quick: bool, rows: list[str] | None = None) -> str:
         lines += guest_speed.header_lines(ctx)
     if logging:
         lines += dirty_rows.header_lines(ctx)
+    if migration:
+        lines += migration_rows.header_lines(ctx)
     return "\n".join(lines)
 
 

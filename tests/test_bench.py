@@ -15,7 +15,28 @@ def test_bench_quick_json_schema():
     for want in ("ALU loop vs raw unicorn", "load sweep vs raw unicorn",
                  "store sweep vs raw unicorn", "STM loop vs raw unicorn"):
         assert want in names
+    for want in ("migration stream serialise zero pages", "migration stream serialise dirty pages",
+                 "migration stream parse zero pages", "migration stream parse dirty pages",
+                 "migration downtime 256 MiB idle", "migration downtime dirtyram medium",
+                 "migration total per GiB idle"):
+        assert want in names
+    by_name = {r["row"]: r for r in rows}
+    assert by_name["migration total per GiB idle"]["target"] == "<= 1"
+    assert by_name["migration stream serialise dirty pages"]["unit"] == "MiB/s"
     for r in rows:
         assert set(r) == {"row", "value", "unit", "target"}
         assert isinstance(r["value"], (int, float)) and isinstance(r["unit"], str)
         assert r["target"] is None or isinstance(r["target"], str)
+
+
+def test_bench_rows_selects_the_migration_rows():
+    """--rows migration runs only the migration rows (and prints their header)."""
+    p = subprocess.run([sys.executable, "bench/run.py", "--quick", "--rows", "migration"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "migration rows:" in p.stdout and "guest speed rows" not in p.stdout
+    lines = p.stdout.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("----")) + 1
+    rows = [ln.split("  ")[0] for ln in lines[start:] if ln.strip() and not ln.startswith("(")]
+    assert "migration total per GiB idle" in rows and "migration downtime 256 MiB idle" in rows
+    assert all(r.startswith("migration ") for r in rows)
