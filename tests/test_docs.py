@@ -22,7 +22,8 @@ from conftest import ROOT
 
 DOCS = ["README.md", "guests/README.md", "tests/fuzz/README.md"]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
-NEEDS = {"gdb-multiarch": "gdb-multiarch", "make": "arm-none-eabi-gcc"}
+NEEDS = {"gdb-multiarch": "gdb-multiarch", "make": "arm-none-eabi-gcc",
+         "qemu-system-arm": "qemu-system-arm"}
 
 
 def blocks():

@@ -21,6 +21,8 @@ EXPECTED = {
                "flash: read 00000000 00000000\nflash: write ignored, read 00000000\n"
                "svc: imm 00000042\nund: at {udf:08x}\npabt: ifsr 00000008 ifar 04000000\n"
                "faults: done\n"),
+    # the guest's own stage 1, both formats (guests/README.md); also QEMU's output, verbatim
+    "mmu": open(os.path.join(os.path.dirname(__file__), "golden", "mmu_console.txt")).read(),
 }
 
 
@@ -38,7 +40,7 @@ def run_guest(name, **kw):
     return m, img, result, aborts
 
 
-@pytest.mark.parametrize("name", ["hello", "thumb", "faults"])
+@pytest.mark.parametrize("name", ["hello", "thumb", "faults", "mmu"])
 def test_guest_console_and_power_off(name):
     m, img, result, _ = run_guest(name)
     assert result.reason == "off", result
