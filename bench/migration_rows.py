@@ -343,7 +343,7 @@ def per_gib_idle(ctx: Context) -> list[Result]:
             f"flash): migrate_out + run to switch-over + complete(), best "
             f"{best['wall']:.2f} s = pre-copy {best['precopy']:.2f} s ({rep.zero_pages} zero "
             f"pages, {rep.pages_sent} sent) + switch-over {rep.downtime_wall_s:.2f} s "
-            f"(BLAKE2b checksums of all memslots alone, timed again: best {checks:.2f} s); best of "
+            f"(the per-memslot checksums alone, timed again: best {checks:.2f} s); best of "
             f"{reps}{scaled}")
     recv_note = (f"the destination's emu.migration.incoming of that stream: fresh board, ZERO "
                  f"records written as zeros, checksums; best of {reps}{scaled}")

@@ -55,7 +55,9 @@ def receive(source: BinaryIO, build: Callable[[dict], object],
         elif kind is Rec.ZERO:
             sid, gfn, count = parse_zero(payload)
             off = _page_offset(vm, sid, gfn, count)
-            mem.buf[off:off + count * PAGE] = 0
+            block = mem.buf[off:off + count * PAGE]
+            if block.view(np.uint64).any():        # QEMU's ram_handle_zero: a fresh board's
+                block[:] = 0                       # untouched RAM stays unallocated
             inc.zero_pages += count
         elif kind is Rec.ITERATION:
             inc.iterations.append(parse_json(kind, payload))

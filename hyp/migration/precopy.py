@@ -242,7 +242,8 @@ class MigrationSource:
         it = self.report.iterations[-1]
         it.end_ns = now
         it.wall_s = time.monotonic() - it.wall_s
-        self.writer.json(Rec.ITERATION, dict(asdict(it), final=final))
+        # the wall clock stays out of the stream: the same run gives the same bytes
+        self.writer.json(Rec.ITERATION, dict(asdict(it), wall_s=None, final=final))
 
     def _collect(self) -> list[tuple[int, np.ndarray]]:
         """The dirty log of every memslot, harvested (and re-protected)."""
@@ -274,7 +275,7 @@ class MigrationSource:
             for start, stop, is_data in _runs(nonzero):
                 gfn = int(gfns[0]) + start
                 if is_data:
-                    sent += w.pages(sid, gfn, block[start * PAGE:stop * PAGE].tobytes())
+                    sent += w.pages(sid, gfn, memoryview(block[start * PAGE:stop * PAGE]))
                     it.sent_pages += stop - start
                 else:
                     sent += w.zero(sid, gfn, stop - start)

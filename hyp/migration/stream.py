@@ -15,7 +15,7 @@ so a flipped bit anywhere in a record is detected. flags bit 0: the payload is z
     VCPU       JSON: one vCPU's registers by name (hyp.migration.state.VcpuState)
     DEVICE     JSON: {"name", "version", "state"} of one device
     CLOCK      JSON: the virtual clock (instructions, slept_ns) and the modelled downtime
-    CHECKSUMS  JSON: {memslot name: BLAKE2b digest of its contents at switch-over}
+    CHECKSUMS  JSON: {memslot name: digest of its contents at switch-over (hyp.migration.checksum)}
     END        empty: nothing follows; the destination may start the guest
 
 Pages are addressed by (memslot, gfn), so a later postcopy mode can send them in any order on
@@ -81,34 +81,39 @@ class Writer:
         self._cctx = _zstd().ZstdCompressor(level=1) if compress else None
         self._emit(_HEADER.pack(MAGIC, VERSION, 0))
 
-    def _emit(self, data: bytes) -> None:
+    def _emit(self, data) -> None:
         self.sink.write(data)
-        self.bytes += len(data)
+        self.bytes += memoryview(data).nbytes
 
-    def record(self, rtype: Rec, payload: bytes = b"", flags: int = 0) -> int:
-        """Frame and write one record; returns its size on the wire."""
-        head = _RECORD.pack(int(rtype), flags, 0, len(payload))
+    def record(self, rtype: Rec, payload=b"", flags: int = 0, prefix: bytes = b"") -> int:
+        """Frame and write one record (`prefix` + `payload`, any bytes-like: no copy);
+        returns its size on the wire."""
+        length = len(prefix) + len(payload)
+        head = _RECORD.pack(int(rtype), flags, 0, length) + prefix
         crc = zlib.crc32(payload, zlib.crc32(head))
-        data = head + payload + _CRC.pack(crc)
-        self._emit(data)
-        return len(data)
+        self._emit(head)
+        self._emit(payload)
+        self._emit(_CRC.pack(crc))
+        return _RECORD.size + length + _CRC.size
 
     def json(self, rtype: Rec, obj) -> int:
         return self.record(rtype, json.dumps(obj, sort_keys=True, separators=(",", ":")).encode())
 
-    def pages(self, slot: int, first_gfn: int, data: bytes) -> int:
-        """A run of up to MAX_PAGES_PER_RECORD pages (compressed if enabled)."""
-        count = len(data) // PAGE
-        if not 0 < count <= MAX_PAGES_PER_RECORD or len(data) % PAGE:
+    def pages(self, slot: int, first_gfn: int, data) -> int:
+        """A run of up to MAX_PAGES_PER_RECORD pages (compressed if enabled); `data` is any
+        bytes-like object (a memoryview of guest RAM: not copied)."""
+        size = memoryview(data).nbytes
+        count = size // PAGE
+        if not 0 < count <= MAX_PAGES_PER_RECORD or size % PAGE:
             raise ValueError("PAGES records hold 1..64 whole pages")
-        self.raw_page_bytes += len(data)
+        self.raw_page_bytes += size
         flags = 0
         if self._cctx is not None:
             packed = self._cctx.compress(data)
-            if len(packed) < len(data):
-                data, flags = packed, FLAG_ZSTD
-        self.page_bytes += len(data)
-        return self.record(Rec.PAGES, _PAGES.pack(slot, first_gfn, count) + data, flags)
+            if len(packed) < size:
+                data, size, flags = packed, len(packed), FLAG_ZSTD
+        self.page_bytes += size
+        return self.record(Rec.PAGES, data, flags, prefix=_PAGES.pack(slot, first_gfn, count))
 
     def zero(self, slot: int, first_gfn: int, count: int) -> int:
         return self.record(Rec.ZERO, _ZERO.pack(slot, first_gfn, count))
