@@ -51,6 +51,7 @@ class MainLoop:
             if self.quit:
                 for v in self.vms:
                     self._end(v, RunResult("quit", v.steps))
+                return [v.result for v in self.vms]
             running = [v for v in self.vms if v.status == "running"]
             if not running:
                 # paused, or migrated away (QEMU keeps the source until `quit`): wait for

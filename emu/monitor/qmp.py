@@ -178,15 +178,24 @@ class _Client:
     def send(self, msg: dict) -> None:
         if self.out.qsize() > MAX_BACKLOG:             # it stopped reading: drop it
             self.close(hard=True)
-        elif not self.closed.is_set():
+        elif not self.finished:
             self.out.put(msg)
+
+    finished = False
+
+    def finish(self) -> None:
+        """No more messages: the writer stops after what is queued."""
+        if not self.finished:
+            self.finished = True
+            self.out.put(None)
 
     def close(self, hard: bool = False) -> None:
         """Stop: the reader's recv returns, the writer stops after what is queued (hard: at
         once, even if blocked on a peer that does not read)."""
         if not self.closed.is_set():
             self.closed.set()
-            self.out.put(None)
+            if hard or threading.current_thread() is self.reader:
+                self.finish()
         try:
             self.sock.shutdown(socket.SHUT_RDWR if hard else socket.SHUT_RD)
         except OSError:
@@ -336,12 +345,18 @@ class QmpServer:
             self._thread.join(5)
         with self._lock:
             clients = list(self._clients)
+        # Gracefully: stop reading; a request in flight (e.g. the `quit` that ended the run)
+        # still gets its reply; then the writers drain; then whatever is left is cut off.
         for c in clients:
+            c.close()
+        for c in clients:
+            if c.reader.is_alive() and c.reader is not threading.current_thread():
+                c.reader.join(2)
+            c.finish()
+        for c in clients:
+            if c.writer.is_alive() and c.writer is not threading.current_thread():
+                c.writer.join(2)
             c.close(hard=True)
-        for c in clients:
-            for t in (c.reader, c.writer):
-                if t.is_alive() and t is not threading.current_thread():
-                    t.join(5)
         if self._sock is not None:
             self._sock.close()
             if self.family == socket.AF_UNIX:
