@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a handful of points (< 60 s on 2 cores)")
     ap.add_argument("--scheduler", metavar="ADDR",
                     help="run on the Dask scheduler at ADDR ('local': a LocalCluster)")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+    ap.add_argument("--workers", metavar="N", type=int, default=os.cpu_count() or 2,
                     help="processes (process pool, or the LocalCluster's workers)")
     ap.add_argument("--json", metavar="OUT", help="write every result (and the run's meta) here")
     ap.add_argument("--plot", metavar="OUT.png", help="write the plot here (needs matplotlib)")
