@@ -3,7 +3,7 @@ report one VM's pre-copy migration (hyp.migration.precopy over emu.migration's c
 
 The report: a progress bar on a terminal (tqdm), a per-iteration table and both ends' RAM
 checksums on stderr, `--migrate-report FILE.json`, `--migrate-plot FILE.png` (matplotlib,
-the s2emu[plot] extra).
+the s2emu[migrate] extra).
 """
 from __future__ import annotations
 
@@ -177,13 +177,13 @@ def report_lines(r: Report, p: Params) -> list[str]:
 
 
 def plot(r: Report, path: str) -> None:
-    """Dirty pages and bytes sent per iteration (matplotlib, the s2emu[plot] extra)."""
+    """Dirty pages and bytes sent per iteration (matplotlib, the s2emu[migrate] extra)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise MigrationError("--migrate-plot needs matplotlib: pip install 's2emu[plot]'") \
+        raise MigrationError("--migrate-plot needs matplotlib: pip install 's2emu[migrate]'") \
             from None
     n = [i.number for i in r.iterations]
     fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--migrate-report", type=_arg(_out_path), metavar="FILE.json",
                    help="write the migration's report as JSON")
     m.add_argument("--migrate-plot", type=_arg(_out_path), metavar="FILE.png",
-                   help="plot dirty pages and bytes per iteration (the s2emu[plot] extra)")
+                   help="plot dirty pages and bytes per iteration (the s2emu[migrate] extra)")
     o = r.add_argument_group("monitors")
     o.add_argument("--qmp", type=_arg(_qmp_address), metavar="ADDR",
                    help="serve QMP (the QEMU Machine Protocol) on tcp:HOST:PORT or unix:PATH")
@@ -288,7 +288,7 @@ def _check_vms(a: argparse.Namespace) -> None:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise UsageError("--migrate-plot needs matplotlib: pip install 's2emu[plot]'") \
+            raise UsageError("--migrate-plot needs matplotlib: pip install 's2emu[migrate]'") \
                 from None
     if getattr(a, "migrate_compress", False):
         try:
