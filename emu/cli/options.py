@@ -13,7 +13,7 @@ from ..debug.trace import FORMATS, KINDS, TraceError, parse_kinds, parse_range
 from ..machine import check_ram_size, parse_size
 from ..migration import parse_uri
 
-STEP_TRACE = "s2,tlb,dirty,exc,exit,mmio,hyp"
+STEP_TRACE = "s1,s2,tlb,dirty,exc,exit,mmio,hyp"
 VERSION = "0.2.0"
 _DIRTY_OPTIONS = ("dirty_mode", "split", "harvest_ms", "ring_size")
 _DIRTY_DEFAULTS = {"dirty_mode": "bitmap", "split": "lazy", "harvest_ms": 100.0,
@@ -199,8 +199,12 @@ def _machine_options() -> argparse.ArgumentParser:
                    "time line as Chrome trace-event JSON")
     t.add_argument("--dump-s2", action="store_true",
                    help="when the run ends, print the VM's stage-2 mappings as merged ranges")
-    t.add_argument("--walk", type=_arg(_addr), action="append", default=[], metavar="IPA",
-                   help="when the run ends, print the per-level stage-2 walk of IPA (repeatable)")
+    t.add_argument("--dump-s1", action="store_true",
+                   help="when the run ends, print the guest's own stage-1 mappings as merged "
+                   "VA ranges")
+    t.add_argument("--walk", type=_arg(_addr), action="append", default=[], metavar="VA",
+                   help="when the run ends, print the walk of VA through both stages: the "
+                   "guest's stage 1 (VA = IPA with its MMU off), then stage 2 (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
     return p
 

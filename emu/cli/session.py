@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from hyp import dirty
-from hyp.arch.walk import explain
+from hyp.arch.s1debug import dump_s1, explain_s1, regime_text
 from hyp.vcpu import RunResult
 
 from ..debug.perfetto import PerfettoExporter
@@ -133,8 +133,12 @@ class Session:
                   f" VTCR {m.vm.stage2.vtcr:#010x}):", file=sys.stderr)
             for r in m.vm.stage2.dump():
                 print("  " + r.describe(), file=sys.stderr)
-        for ipa in a.walk:
-            print("\n".join(explain(m.host.mem, m.vm.stage2.cfg, ipa)), file=sys.stderr)
+        if a.dump_s1:
+            print(f"[s2emu] {regime_text(m.mmu.s1)}", file=sys.stderr)
+            for r in dump_s1(m.mmu):
+                print("  " + r.describe(), file=sys.stderr)
+        for va in a.walk:
+            print("\n".join(explain_s1(m.mmu, va)), file=sys.stderr)
         if not a.quiet:
             print(m.summary(result).replace("[s2emu] ", f"[s2emu] {self.label}", 1),
                   file=sys.stderr)

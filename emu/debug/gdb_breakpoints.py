@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MEM_WRITE
 
-from .gdb_memory import ram_slot, va_to_ipa
+from .gdb_memory import ram_slot
 from .gdb_packets import parse_addr_len, parse_hex
 
 WATCH_KINDS = {2: ("watch", UC_HOOK_MEM_WRITE), 3: ("rwatch", UC_HOOK_MEM_READ),
@@ -149,10 +149,13 @@ class DebugPoints:
         if key in self._watches:
             self._watches[key].refs += 1
             return "OK"
-        slot = ram_slot(self.vm, va, length)
-        if slot is None:
+        found = ram_slot(self.vm, va, length, self.cpu.mmu)
+        if found is None:
             return "E01"                        # only RAM/flash backing can be watched
-        pa = slot.pa_of(va_to_ipa(va))
+        slot, ipa = found
+        # The watch is on the host PA backing va now (README, Debugging): a later change of
+        # the guest's mapping of va does not move it.
+        pa = slot.pa_of(ipa)
         w = _Watch(ztype, va, length, pa, 0)
         # Memory hooks see the host physical address of each access (UC_TLB_VIRTUAL).
         # Start early enough to catch a wider access that starts below the range.

@@ -1,11 +1,16 @@
 """Guest memory for the debugger (emu.debug.gdbstub): the side-effect-free debug path.
 
-VA -> IPA (guest stage 1 is not modelled: VA = IPA) -> memslot -> host memory. No TLB fill,
-no access flag, nothing marked dirty; devices (MMIO) are never touched: reading them is an
-error (E01). Debugger writes go through `VM.write_guest`, so a logging memslot records them
-as dirty, and Unicorn's translated code is dropped so a patched instruction takes effect.
+VA -> IPA through the guest's stage 1 as its translation registers stand now (a debug walk:
+no TLB fill, no walk-cache entry; VA = IPA with its MMU off) -> memslot -> host memory,
+page by page. Nothing is marked accessed or dirty by a read; devices (MMIO) are never touched:
+reading them is an error (E01). Debugger writes go through `VM.write_guest`, so a logging
+memslot records them as dirty, and Unicorn's translated code is dropped so a patched
+instruction takes effect. An address whose stage-1 walk faults reads as unreadable, as in
+QEMU's gdbstub (cpu_memory_rw_debug); stage-1 permissions do not apply to the debugger.
 """
 from __future__ import annotations
+
+from hyp.arch.s1 import S1Leaf
 
 from .gdb_packets import PACKET_SIZE, hex_bytes, parse_addr_len, parse_hex_data, unescape_binary
 
@@ -15,30 +20,51 @@ from .gdb_packets import PACKET_SIZE, hex_bytes, parse_addr_len, parse_hex_data,
 MAX_READ = (PACKET_SIZE - 8) // 2
 
 
-def va_to_ipa(va: int) -> int:
-    # Guest stage 1 is not modelled (README, Known limitations): VA = IPA.
-    return va & 0xFFFFFFFF
+def va_to_ipa(mmu, va: int) -> int | None:
+    """The IPA the guest's stage 1 maps `va` to now (side-effect-free), None if it faults."""
+    va &= 0xFFFFFFFF
+    if mmu is None or not mmu.s1.enabled:
+        return va
+    _pa, leaf = mmu.debug_walk(va)
+    if isinstance(leaf, S1Leaf):
+        return leaf.ipa | (va & 0xFFF)
+    return None
 
 
-def ram_slot(vm, va: int, length: int):
-    """The memslot holding all of [va, va + length), or None (unmapped or MMIO)."""
-    ipa = va_to_ipa(va)
-    slot = vm.memslot(ipa)
-    if slot is None or ipa + length > slot.end:
+def _pieces(vm, mmu, va: int, length: int):
+    """(IPA, length) runs backing [va, va + length) in RAM/flash memslots, page by page
+    through stage 1; stops at the first byte that has none."""
+    done = 0
+    while done < length:
+        ipa = va_to_ipa(mmu, va + done)
+        slot = vm.memslot(ipa) if ipa is not None else None
+        if slot is None:
+            return
+        n = min(length - done, slot.end - ipa, 0x1000 - ((va + done) & 0xFFF))
+        yield ipa, n
+        done += n
+
+
+def ram_slot(vm, va: int, length: int, mmu=None):
+    """(memslot, IPA of va) when one memslot backs all of [va, va + length) at contiguous
+    IPAs through stage 1; None otherwise (unmapped, MMIO, pages mapped apart)."""
+    runs = list(_pieces(vm, mmu, va, length))
+    if not runs or sum(n for _, n in runs) != length:
         return None
-    return slot
+    ipa, off = runs[0][0], 0
+    for r_ipa, n in runs:
+        if r_ipa != ipa + off:
+            return None
+        off += n
+    slot = vm.memslot(ipa)
+    return (slot, ipa) if ipa + length <= slot.end else None
 
 
-def read_memory(vm, va: int, length: int) -> bytes:
+def read_memory(vm, va: int, length: int, mmu=None) -> bytes:
     """Guest memory as the debugger sees it: RAM and flash backing only, no side effect.
     Stops at the first byte outside every memslot (a short read)."""
     out = bytearray()
-    while len(out) < length:
-        ipa = va_to_ipa(va + len(out))
-        slot = vm.memslot(ipa)
-        if slot is None:
-            break
-        n = min(length - len(out), slot.end - ipa)
+    for ipa, n in _pieces(vm, mmu, va, length):
         out += vm.read_guest(ipa, n)
     return bytes(out)
 
@@ -48,14 +74,11 @@ def write_memory(vm, cpu, va: int, data: bytes) -> bool:
     (dirty logging sees it). Drops Unicorn's translated code so new code runs."""
     pieces = []
     done = 0
-    while done < len(data):
-        ipa = va_to_ipa(va + done)
-        slot = vm.memslot(ipa)
-        if slot is None:
-            return False
-        n = min(len(data) - done, slot.end - ipa)
+    for ipa, n in _pieces(vm, cpu.mmu, va, len(data)):
         pieces.append((ipa, data[done:done + n]))
         done += n
+    if done != len(data):
+        return False
     for ipa, chunk in pieces:
         vm.write_guest(ipa, chunk, debugger=True)
     if data:
@@ -66,14 +89,14 @@ def write_memory(vm, cpu, va: int, data: bytes) -> bool:
 # ---- the m / M / X packets -----------------------------------------------------------
 # ADDR,LENGTH: hex digits only, ADDR below 2**32 and ADDR + LENGTH at most 2**32 (E01 else:
 # an address is never truncated to 32 bits). A write is all-or-nothing.
-def read_mem_packet(vm, args: str) -> str:
+def read_mem_packet(vm, args: str, mmu=None) -> str:
     """m ADDR,LENGTH: at most MAX_READ bytes, fewer if the range leaves RAM/flash; E01 when
     not even the first byte is readable."""
     try:
         addr, length = parse_addr_len(args)
     except ValueError:
         return "E01"
-    data = read_memory(vm, addr, min(length, MAX_READ))
+    data = read_memory(vm, addr, min(length, MAX_READ), mmu)
     if not data and length:
         return "E01"
     return hex_bytes(data)

@@ -1,5 +1,5 @@
-"""The `monitor` commands of the GDB stub (emu.debug.gdbstub): stage-2 walk and dump, dirty log,
-TLB, statistics, and the fault-stop setting. Everything here only reads the machine, except
+"""The `monitor` commands of the GDB stub (emu.debug.gdbstub): stage-1 and stage-2 walk and
+dump, dirty log, TLB, statistics, and the fault-stop setting. Everything here only reads the machine, except
 `fault-stop`, which changes the stub's `FaultStop` setting.
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from hyp.arch import descriptors as d
+from hyp.arch.s1debug import dump_s1, explain_s1, regime_text
 from hyp.arch.walk import explain
 
 DIRTY_SHOW = 16                # page indexes listed per memslot by `monitor dirty`
@@ -18,6 +19,9 @@ LIST_LIMIT = 256               # lines listed by `monitor s2 dump` / `monitor tl
 HELP = """\
 s2emu monitor commands:
   help                    this text
+  s1 walk VA              VA through both stages: the guest's stage-1 descriptors (each
+                          one's IPA and PA), its result, then the stage-2 walk
+  s1 dump [LO HI]         the guest's stage-1 mappings merged into ranges (VA [LO, HI))
   s2 walk IPA             stage-2 walk of IPA: each level's descriptor address and value
   s2 dump [LO HI]         stage-2 mappings merged into ranges (all, or IPA [LO, HI))
   dirty [SLOT]            dirty-log summary per memslot (index or name): count, first pages
@@ -96,6 +100,11 @@ def monitor(machine, faults: FaultStop, line: str) -> str:
     if not words or words[0] == "help":
         return HELP
     cmd, args = words[0], words[1:]
+    if cmd == "s1" and args[:1] == ["walk"] and len(args) == 2:
+        return "\n".join(explain_s1(machine.mmu, _num(args[1]))) + "\n"
+    if cmd == "s1" and args[:1] == ["dump"] and len(args) in (1, 3):
+        lo, hi = _range(args[1], args[2]) if len(args) == 3 else (0, 1 << 32)
+        return _dump_s1(machine.mmu, lo, hi)
     if cmd == "s2" and args[:1] == ["walk"] and len(args) == 2:
         return _walk(machine, _num(args[1]))
     if cmd == "s2" and args[:1] == ["dump"] and len(args) in (1, 3):
@@ -142,6 +151,14 @@ def _walk(machine, ipa: int) -> str:
         out.append(f"  memslot {slot.slot} {slot.name} [{slot.ipa:#x}, {slot.end:#x}): "
                    f"backing at host PA {slot.pa_of(ipa):#x}"
                    + (f" ({', '.join(flags)})" if flags else ""))
+    return "\n".join(out) + "\n"
+
+
+def _dump_s1(mmu, lo: int, hi: int) -> str:
+    runs = dump_s1(mmu, lo, hi)
+    out = [regime_text(mmu.s1)] + [f"  {r.describe()}" for r in runs[:LIST_LIMIT]]
+    if len(runs) > LIST_LIMIT:
+        out.append(f"  ... {len(runs) - LIST_LIMIT} more (narrow it: s1 dump LO HI)")
     return "\n".join(out) + "\n"
 
 

@@ -158,7 +158,7 @@ class GdbStub:
     def read_memory(self, va: int, length: int) -> bytes:
         """Guest memory as the debugger sees it: RAM and flash backing only, no side effect.
         Stops at the first byte outside every memslot (a short read)."""
-        return read_memory(self.vm, va, length)
+        return read_memory(self.vm, va, length, self.cpu.mmu)
 
     def write_memory(self, va: int, data: bytes) -> bool:
         """A debugger write: all-or-nothing, RAM/flash backing only, through write_guest
@@ -312,7 +312,7 @@ class GdbStub:
         elif cmd == "P":
             conn.send(write_reg(self.cpu, text[1:]))
         elif cmd == "m":
-            conn.send(read_mem_packet(self.vm, text[1:]))
+            conn.send(read_mem_packet(self.vm, text[1:], self.cpu.mmu))
         elif cmd == "M":
             conn.send(write_mem_hex_packet(self.vm, self.cpu, text[1:]))
         elif cmd == "X":

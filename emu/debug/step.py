@@ -25,7 +25,7 @@ def step(m: Machine, count: int, out: TextIO, timeout: float | None = None) -> R
         cpu = m.cpu
         pc, thumb = cpu.pc, cpu.thumb
         before = cpu.regs()
-        code = read_memory(m.vm, pc, 4)     # the debugger's side-effect-free path
+        code = read_memory(m.vm, pc, 4, cpu.mmu)    # the debugger's side-effect-free path
         out.write(f"[{cpu.insn_index():10d}] step {n}: {pc:#010x}{' T' if thumb else '  '} "
                   f"{code_hex(code[:cpu.insn_length(pc, thumb)], thumb):9}  "
                   f"{disassemble(code, pc, thumb)}\n")

@@ -24,6 +24,7 @@ from hyp.arch.fault import Access, Fault
 from hyp.arch.walk import translate
 from hyp.exits import BudgetExhausted, Hypercall, Stage2Abort
 
+from .trace_s1 import s1_fields
 from .trace_format import (ACCESS_NAMES, FAULT_NAMES, FORMATS, KINDS, Event, TraceError,
                            disassemble, exception_name, exit_fields, exit_name, format_json,
                            format_text, json_fields, parse_kinds, parse_range, prot_text)
@@ -82,6 +83,7 @@ class Tracer:
         self._flush_reason: str | None = None
         self._slots: list[tuple[int, int, int]] = []   # (pa, pa_end, ipa) per memslot
         self._code_pages: dict[int, int] = {}          # VA page -> offset in host memory
+        self._rmap: dict[tuple[int, int, int], int] = {}  # (VMID, ASID, PA page) -> VA page
         self._buf = None
 
     # ---- life cycle -----------------------------------------------------------------
@@ -92,6 +94,8 @@ class Tracer:
         self._m = machine
         k = self.kinds
         cpu, vm = machine.cpu, machine.vm
+        if "s1" in k:
+            self._subscribe(machine.mmu.s1_observers, self._on_s1_walk)
         if "s2" in k:
             self._subscribe(machine.mmu.observers, self._on_walk)
         if k & {"s2", "tlb"}:
@@ -113,6 +117,7 @@ class Tracer:
             self._uc_hooks.append(uc.hook_add(UC_HOOK_CODE, self._on_code, begin=lo,
                                               end=hi - 1))
         if "mem" in k:
+            self._subscribe(machine.host.tlb.listeners, self._forget_rmap)
             # In Unicorn's virtual-TLB mode memory hooks report the *physical* address:
             # bound them to the host PAs that back the VA (= IPA) range.
             self._slots = sorted((s.pa, s.pa + s.size, s.ipa) for s in vm.memslots)
@@ -215,6 +220,20 @@ class Tracer:
                 return ipa + (pa - s_pa)
         return None
 
+    def _pa_to_va(self, pa: int) -> int:
+        """The VA of an access Unicorn reports by PA, with the guest's MMU on: the model TLB
+        entry of this VMID and ASID (or global) for that PA page - the access just filled or
+        hit it. An aliased page gives the most recently filled VA."""
+        mmu = self._m.mmu
+        key = (mmu.vmid, mmu.s1.asid, pa & ~0xFFF)
+        va_page = self._rmap.get(key)
+        if va_page is None:
+            for e in mmu.tlb.entries(mmu.vmid):
+                if e.tag in (-1, mmu.s1.asid):             # GLOBAL or this ASID
+                    self._rmap[(mmu.vmid, mmu.s1.asid, e.pa_page)] = e.va_page
+            va_page = self._rmap.get(key, pa & ~0xFFF)
+        return va_page | (pa & 0xFFF)
+
     # ---- Unicorn hooks (installed only for insn / mem) -----------------------------------
     def _on_code(self, uc, address: int, size: int, _ud) -> None:
         cpu = self._m.cpu
@@ -253,7 +272,7 @@ class Tracer:
         ipa = self._pa_to_ipa(pa)
         if ipa is None:
             return                            # not guest RAM (e.g. Unicorn's exit page)
-        va = ipa                              # guest stage 1 is off: VA = IPA
+        va = self._pa_to_va(pa) if m.mmu.s1.enabled else ipa
         if self.range is not None and not self._in_range(va):
             return
         if access == UC_MEM_WRITE:
@@ -289,6 +308,12 @@ class Tracer:
                         prot=prot_text(result.prot), fault=None)
         self._record(Event(_walk_index(self._m.cpu, access), "s2", data))
 
+    def _on_s1_walk(self, va: int, access: Access, leaf, reads) -> None:
+        if not self._in_range(va & ~0xFFF, (va & ~0xFFF) + 0x1000):
+            return
+        data = s1_fields(va, ACCESS_NAMES[access], leaf, reads, self._m.mmu.s1, FAULT_NAMES)
+        self._record(Event(_walk_index(self._m.cpu, access), "s1", data))
+
     def _on_stage2(self, kind: str, **info) -> None:
         if kind == "tlb_flush":
             if "tlb" not in self.kinds:
@@ -318,6 +343,9 @@ class Tracer:
 
     def _forget_code_pages(self, op: str, vmid: int | None) -> None:
         self._code_pages.clear()
+
+    def _forget_rmap(self, op: str, vmid: int | None) -> None:
+        self._rmap.clear()
 
     def _on_dirty(self, slot, gfn: int, source: str) -> None:
         ipa = slot.ipa + (gfn << 12)

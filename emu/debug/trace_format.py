@@ -13,6 +13,8 @@ Kinds (`parse_kinds("insn,mem,...")`, or `all`):
 
   insn   every executed instruction, capstone disassembly   (Unicorn code hook)
   mem    every guest load/store: VA, IPA, PA, size, value   (Unicorn memory hooks)
+  s1     the guest's stage-1 walks on TLB misses: each descriptor read with the stage-2
+         walk of its IPA, then the mapping or the guest's fault (emu/debug/trace_s1.py)
   s2     stage-2 walks on TLB misses, each descriptor read; block dissolve/split/collapse,
          table pages freed
   tlb    TLB maintenance (flush_vmid with the hypervisor's reason, flush_all_nsnh)
@@ -102,7 +104,9 @@ from hyp.arch.exception import GuestException
 from hyp.arch.fault import Access, FaultType
 from hyp.exits import BudgetExhausted, DebugStop, Hypercall, Stage2Abort, WaitForInterrupt
 
-KINDS = ("insn", "mem", "s2", "tlb", "dirty", "exc", "exit", "mmio", "hyp")
+from .trace_s1 import text_s1
+
+KINDS = ("insn", "mem", "s1", "s2", "tlb", "dirty", "exc", "exit", "mmio", "hyp")
 FORMATS = ("text", "jsonl")
 
 ACCESS_NAMES = {Access.READ: "R", Access.WRITE: "W", Access.FETCH: "X"}
@@ -292,7 +296,7 @@ def _text_hyp(f: dict) -> str:
 
 
 _TEXT: dict[str, Callable[[dict], str]] = {
-    "insn": _text_insn, "mem": _text_mem, "s2": _text_s2, "tlb": _text_tlb,
+    "insn": _text_insn, "mem": _text_mem, "s1": text_s1, "s2": _text_s2, "tlb": _text_tlb,
     "dirty": _text_dirty, "exc": _text_exc, "exit": _text_exit, "mmio": _text_mmio,
     "hyp": _text_hyp}
 

@@ -13,6 +13,8 @@ own abort). `debug_walk` is the side-effect-free path for debuggers and decoders
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .descriptors import Prot
 from .fault import Access, Fault, FaultType
 from .regs import HCR_VM, S2Config
@@ -22,6 +24,28 @@ from .tlb import FLAT, GLOBAL, TLB, TLBEntry
 from .walk import Translation, allowed, translate
 
 PAGE_MASK = ~0xFFF
+
+
+@dataclass(frozen=True)
+class DescriptorRead:
+    """One stage-1 descriptor read, for tracing: its level (None: the read faulted), IPA,
+    value, where stage 2 put it (PA), the stage-2 walk it took (None: served by the walk
+    cache) and the stage-2 fault it raised, if any."""
+    level: int | None
+    ipa: int
+    desc: int | None
+    pa: int | None
+    s2steps: list | None
+    fault: Fault | None = None
+
+
+def _descriptor_reads(steps: list, reads: list) -> list[DescriptorRead]:
+    """Pair the walker's steps (level, IPA, value) with the reader's records (IPA, PA,
+    stage-2 steps, fault); a last record without a step is the read that faulted."""
+    out = [DescriptorRead(level, ipa, desc, r[1], r[2], r[3])
+           for (level, ipa, desc), r in zip(steps, reads)]
+    out += [DescriptorRead(None, r[0], None, r[1], r[2], r[3]) for r in reads[len(steps):]]
+    return out
 HCR_PTW = 1 << 2
 _NEED = {Access.READ: Prot.R, Access.WRITE: Prot.W, Access.FETCH: Prot.X | Prot.R}
 
@@ -74,14 +98,18 @@ class MMU:
         if regime.enabled:
             self.s1_walks += 1
             steps: list | None = [] if self.s1_observers else None
+            reads: list | None = [] if self.s1_observers else None
             walker = s1long if regime.lpae else s1short
-            leaf = walker.walk(regime, va, access, self._descriptor_reader(va, access,
-                                                                          regime.lpae), steps)
-            for fn in self.s1_observers:
-                fn(va, access, leaf, steps)
+            leaf = walker.walk(regime, va, access,
+                               self._descriptor_reader(va, access, regime.lpae, reads=reads),
+                               steps)
+            f = check(leaf, regime, access, priv) if isinstance(leaf, S1Leaf) else None
+            if self.s1_observers:
+                trail = _descriptor_reads(steps, reads)
+                for fn in self.s1_observers:
+                    fn(va, access, f or leaf, trail)
             if isinstance(leaf, (Fault, S1Fault)):
                 return leaf
-            f = check(leaf, regime, access, priv)
             if f is not None:
                 return f
             ipa = leaf.ipa
@@ -122,35 +150,54 @@ class MMU:
         self.walks += 1
         return translate(self.mem, self.cfg, ipa, access, record=bool(self.observers))
 
-    def _descriptor_reader(self, va: int, access: Access, lpae: bool, *, debug: bool = False):
+    def _descriptor_reader(self, va: int, access: Access, lpae: bool, *, debug: bool = False,
+                           reads: list | None = None):
         """read(ipa, level) for a stage-1 walk: the descriptor's IPA through stage 2 (a
-        walk cache of its own), the value, or a stage-2 Fault with S1PTW set."""
+        walk cache of its own), the value, or a stage-2 Fault with S1PTW set. `reads`
+        collects (ipa, pa or None, stage-2 walk steps - None when the walk cache served
+        it - or the stage-2 Fault) per read, for tracing."""
         mem, vmid = self.mem, self.vmid
         width = 8 if lpae else 4
 
         def read(ipa: int, level: int) -> int | Fault:
+            r = _read(ipa)
+            if reads is not None:
+                reads.append(r[1])
+            return r[0]
+
+        def _read(ipa: int):
             page = ipa & PAGE_MASK
+            s2steps = None
             if not self.stage2_enabled:
                 pa = ipa
             else:
                 hit = None if debug else self.tlb.s2_walk.get((vmid, page))
                 if hit is None:
-                    t = translate(mem, self.cfg, page, Access.READ)
+                    s2steps = [] if reads is not None else None
+                    t = translate(mem, self.cfg, page, Access.READ, steps=s2steps)
                     if isinstance(t, Fault):
-                        return Fault(type=t.type, level=t.level, access=access, ipa=ipa,
-                                     s1ptw=True, va=va, desc_pa=t.desc_pa)
+                        f = Fault(type=t.type, level=t.level, access=access, ipa=ipa,
+                                  s1ptw=True, va=va, desc_pa=t.desc_pa)
+                        return f, (ipa, None, s2steps, f)
                     if self.hcr & HCR_PTW and (t.desc >> 2 & 0b1100) == 0:
-                        return Fault(type=FaultType.PERMISSION, level=t.level, access=access,
-                                     ipa=ipa, s1ptw=True, va=va, desc_pa=t.desc_pa)
+                        f = Fault(type=FaultType.PERMISSION, level=t.level, access=access,
+                                  ipa=ipa, s1ptw=True, va=va, desc_pa=t.desc_pa)
+                        return f, (ipa, None, s2steps, f)
                     hit = (t.page_pa, t.desc)
                     if not debug:
                         self.tlb.s2_walk[(vmid, page)] = hit
                 pa = hit[0] | (ipa & 0xFFF)
             if not mem.contains(pa, width):
-                return Fault(type=FaultType.EXTERNAL_WALK, level=level, access=access,
-                             ipa=ipa, s1ptw=True, va=va)
-            return mem.read64(pa) if lpae else mem.read32(pa)
+                f = Fault(type=FaultType.EXTERNAL_WALK, level=level, access=access,
+                          ipa=ipa, s1ptw=True, va=va)
+                return f, (ipa, pa, s2steps, f)
+            return (mem.read64(pa) if lpae else mem.read32(pa)), (ipa, pa, s2steps, None)
         return read
+
+    def debug_reader(self, lpae: bool):
+        """read(ipa, level) of stage-1 descriptors for debuggers: through stage 2, no walk
+        cache entry, no TLB fill."""
+        return self._descriptor_reader(0, Access.READ, lpae, debug=True)
 
     def at(self, va: int, access: Access, priv: int) -> S1Leaf | S1Fault | Fault | None:
         """ATS1C*: the stage-1 translation of `va` for an access at `priv`, without a TLB

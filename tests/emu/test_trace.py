@@ -119,6 +119,9 @@ GOLDEN = {
     "faults_flash": lambda: traced("faults", "exc,exit,mmio", addr_range=(0, 0x0800_0000))[0],
     # dirty logging: block dissolved, pages dirtied, write-protect flushes, re-dirtied
     "dirtyram_logging": lambda: _dirtyram_text(),
+    # the guest's own stage 1, both formats: demand paging (translation faults the guest
+    # handles by mapping), copy-on-write (a permission fault), each walk's descriptors
+    "mmu_s1_paging": lambda: traced("mmu", "s1,exc", addr_range=(0x10010000, 0x10022000))[0],
 }
 
 
