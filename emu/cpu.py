@@ -36,6 +36,7 @@ from hyp.physmem import PhysMem
 from . import native
 from .cp15 import CP15, HCR, HCR_TRAPS, HSTR, HSTR_TRAPS, SCR, SCR_HCE
 from .decode import unprivileged
+from .align import AlignmentCheck
 from .cpu_events import ESR_UNTOUCHED, CpuEvents, GuestCrash
 from .icount import Counter as InsnCounter
 from .icount import FaultAddress
@@ -103,6 +104,7 @@ class VCPU(CpuEvents):
         self._pc_t: tuple[int, bool] | None = None
         self._running = False
         self.debug_stop: str | None = None     # set by a debug hook that called emu_stop()
+        self.align = AlignmentCheck(self)      # SCTLR.A (Unicorn ignores it)
         mmu.tlb.listeners.append(self._tlb_flushed)
         self.sync_stage1()
 
@@ -158,6 +160,7 @@ class VCPU(CpuEvents):
         if regime != self.mmu.s1:
             self.mmu.set_stage1(regime)
             self.flush_unicorn_tlb()
+        self.align.update(regime.sctlr)
 
     def _intr(self, uc, intno, _ud) -> None:
         self._intno = intno
@@ -343,6 +346,7 @@ class VCPU(CpuEvents):
         with the stop itself (budget chunk, guest exception, hint, emulated trap)."""
         self._fault = None
         self._intno = None
+        self.align.pending = False
         self.stats["bursts"] += 1
         begin = self.pc | (1 if self.thumb else 0)
         err = None
@@ -382,6 +386,11 @@ class VCPU(CpuEvents):
             # (Thumb IT blocks cannot be split: Unicorn may then run and count a few more;
             # see README "Known limitations".)
             self._account(budget, counting)
+            return None
+        if self.align.pending:
+            # The SCTLR.A checker stopped before an unaligned access (emu.align).
+            self._account(counted - 1, counting)
+            self._alignment_fault(pc, thumb)
             return None
         if self.debug_stop is not None:
             # A debug hook stopped before the instruction at PC ran (it was counted).

@@ -27,3 +27,20 @@ def it_advance(cpsr: int) -> int:
         return cpsr
     it = 0 if it & 0b111 == 0 else (it & 0b11100000) | ((it << 1) & 0b11111)
     return with_itstate(cpsr, it)
+
+
+def condition_passed(cond: int, cpsr: int) -> bool:
+    """ConditionPassed() for condition code `cond` under CPSR's N, Z, C, V (A8.3, Table
+    A8-1); 0b1110 and 0b1111 always pass."""
+    n, z, c, v = (cpsr >> 31 & 1, cpsr >> 30 & 1, cpsr >> 29 & 1, cpsr >> 28 & 1)
+    base = (z, c, n, v, c and not z, n == v, not z and n == v, True)[cond >> 1 & 7]
+    return bool(base) if cond & 1 == 0 or cond == 0b1111 else not base
+
+
+def current_condition(code: bytes, thumb: bool, cpsr: int) -> int:
+    """The condition the instruction in `code` executes under: its cond field (A32), the IT
+    block's (T32 inside one), else AL."""
+    if thumb:
+        it = itstate(cpsr)
+        return it >> 4 if it & 0xF else 0b1110
+    return int.from_bytes(code[:4], "little") >> 28
