@@ -1,11 +1,11 @@
 """The CPU interface frame (GICC_*, IHI 0048B 4.4): one per vCPU, all at the same address
 (each CPU reaches its own), word access only.
 
-Without the Security Extensions but with interrupt grouping (every GICv2 has it, 3.5):
+Without the Security Extensions but with interrupt grouping (every GICv2 has it, 3.4):
 GICC_ABPR is the Group 1 binary point (used while GICC_CTLR.CBPR is clear), GICC_AIAR,
 GICC_AEOIR and GICC_AHPPIR are the Group 1 versions of GICC_IAR, GICC_EOIR and GICC_HPPIR
 (a Group 0 interrupt reads 1023 there; an AEOIR write for one is ignored), and GICC_NSAPRn
-(Security Extensions only) is RAZ/WI. GICC_APRn use the recommended layout (4.4.13): bit k
+(Security Extensions only) is RAZ/WI. GICC_APRn use the recommended layout (4.4.12): bit k
 of the register set stands for group priority k << (min BPR + 1); registers past the
 implemented levels are RAZ/WI. Write-only registers (GICC_EOIR, GICC_AEOIR, GICC_DIR) read
 as zero; read-only ones ignore writes; reserved offsets are RAZ/WI."""
@@ -32,7 +32,7 @@ class CpuInterface:
         self.gic = gic
 
     def mmio_read(self, cpu: int, offset: int, size: int) -> int:
-        if not self._permitted(offset, size):
+        if not self._permitted(cpu, offset, size):
             return 0
         gic = self.gic
         c = gic.cpus[cpu]
@@ -61,7 +61,7 @@ class CpuInterface:
         return 0
 
     def mmio_write(self, cpu: int, offset: int, size: int, value: int) -> None:
-        if not self._permitted(offset, size):
+        if not self._permitted(cpu, offset, size):
             return
         gic = self.gic
         g = gic.geometry
@@ -89,9 +89,12 @@ class CpuInterface:
             c.apr[n] = value & g.apr_mask(n)
         else:
             return
-        gic._update()
+        gic._update(cpu)
 
-    def _permitted(self, offset: int, size: int) -> bool:
+    def _permitted(self, cpu: int, offset: int, size: int) -> bool:
+        if not 0 <= cpu < self.gic.geometry.num_cpus:
+            raise ValueError(f"GICC access by CPU {cpu}: the GIC has "
+                             f"{self.gic.geometry.num_cpus} CPU interfaces")
         ok = size == 4 and offset % 4 == 0 and 0 <= offset < self.size
         if not ok:
             self.gic.bad_accesses += 1

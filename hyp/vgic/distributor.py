@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .regs import (BIT_BLOCK, GICD_CPENDSGIR, GICD_CTLR, GICD_CTLR_MASK, GICD_ICACTIVER,
-                   GICD_ICENABLER, GICD_ICFGR, GICD_ICPENDR, GICD_ID, GICD_ID_VALUES,
-                   GICD_IGROUPR, GICD_IIDR, GICD_IIDR_VALUE, GICD_IPRIORITYR, GICD_ISACTIVER,
-                   GICD_ISENABLER, GICD_ISPENDR, GICD_ITARGETSR, GICD_SGIR,
+from .regs import (BIT_BLOCK, GICD_CPENDSGIR, GICD_CTLR, GICD_CTLR_MASK, GICD_ICFGR, GICD_ID,
+                   GICD_ID_VALUES, GICD_IGROUPR, GICD_IIDR, GICD_IIDR_VALUE, GICD_IPRIORITYR,
+                   GICD_ISACTIVER, GICD_ISENABLER, GICD_ISPENDR, GICD_ITARGETSR, GICD_SGIR,
                    GICD_SGIR_CPUTARGETLIST, GICD_SGIR_SGIINTID, GICD_SGIR_TARGETLISTFILTER,
                    GICD_SIZE, GICD_SPENDSGIR, GICD_TYPER, GICD_TYPER_CPUNUMBER,
                    GICD_TYPER_ITLINESNUMBER, ICFGR_SGI_VALUE, NR_PRIVATE, NR_SGIS,
@@ -32,7 +31,8 @@ if TYPE_CHECKING:
     from .gic import Gic
 
 _SGI_BITS = (1 << NR_SGIS) - 1
-# Registers that also take single bytes (4.1.4): one byte per interrupt or per SGI.
+# Registers that also take single bytes (4.1, "GIC register access"): a byte per interrupt or
+# per SGI.
 _BYTE_RANGES = ((GICD_IPRIORITYR, GICD_ITARGETSR), (GICD_ITARGETSR, GICD_ICFGR),
                 (GICD_CPENDSGIR, GICD_SPENDSGIR + NR_SGIS))
 
@@ -47,7 +47,7 @@ class Distributor:
         self.gic = gic
 
     def mmio_read(self, cpu: int, offset: int, size: int) -> int:
-        if not self._permitted(offset, size):
+        if not self._permitted(cpu, offset, size):
             return 0
         if size == 1:
             return self._read_byte(cpu, offset)
@@ -56,7 +56,7 @@ class Distributor:
         return self._read_word(cpu, offset)
 
     def mmio_write(self, cpu: int, offset: int, size: int, value: int) -> None:
-        if not self._permitted(offset, size):
+        if not self._permitted(cpu, offset, size):
             return
         value &= (1 << (8 * size)) - 1
         if size == 1:
@@ -68,7 +68,10 @@ class Distributor:
             self._write_word(cpu, offset, value)
         self.gic._update()
 
-    def _permitted(self, offset: int, size: int) -> bool:
+    def _permitted(self, cpu: int, offset: int, size: int) -> bool:
+        if not 0 <= cpu < self.gic.geometry.num_cpus:
+            raise ValueError(f"GICD access by CPU {cpu}: the GIC has "
+                             f"{self.gic.geometry.num_cpus} CPU interfaces")
         ok = 0 <= offset < self.size and (
             (size == 4 and offset % 4 == 0)
             or (size == 1 and any(lo <= offset < hi for lo, hi in _BYTE_RANGES)))

@@ -10,7 +10,7 @@ changed (QEMU's gic_update, STYLE "a device is its state").
 Interrupt model (3.2): an interrupt is inactive, pending, active, or active and pending.
 - Pending state: a latch set by a rising edge (edge-triggered) or by GICD_ISPENDRn, cleared
   by an acknowledge or GICD_ICPENDRn; a level-sensitive interrupt is also pending for as long
-  as its input line is asserted (3.2.4, "level-sensitive interrupts").
+  as its input line is asserted (3.2, "General handling of interrupts").
 - SGIs are pending per (target, source) pair (GICD_SPENDSGIRn) and active per target; an
   acknowledge takes the lowest-numbered source and leaves the others pending.
 - SPIs are pending and active once for all CPUs (1-N): whichever targeted CPU acknowledges
@@ -22,7 +22,7 @@ Interrupt model (3.2): an interrupt is inactive, pending, active, or active and 
 - It is signalled, and GICC_IAR acknowledges it, when its priority is higher than GICC_PMR and
   its group priority (GICC_BPR/ABPR) is higher than the running priority (3.3).
 - Group 0 interrupts are signalled as FIQ when GICC_CTLR.FIQEn is set, otherwise as IRQ;
-  Group 1 interrupts always as IRQ (no Security Extensions: 3.5)."""
+  Group 1 interrupts always as IRQ (no Security Extensions: 3.4)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -44,7 +44,7 @@ class Gic:
     0..num_irqs-1 (a multiple of 32), with `priority_bits` implemented priority bits.
 
     Five priority bits (32 levels) by default, as the GIC-400 of a Cortex-A15 cluster and
-    KVM's vgic-v2 (VGIC_PRI_BITS) implement; 8 is the most (3.3.2). The unimplemented low
+    KVM's vgic-v2 (VGIC_PRI_BITS) implement; 8 is the most (3.3). The unimplemented low
     bits of GICD_IPRIORITYRn and GICC_PMR read as zero and ignore writes."""
 
     name = "gic"
@@ -58,6 +58,7 @@ class Gic:
         self.bad_accesses = 0           # accesses of a size or alignment the GIC forbids
         self._listeners: list[Listener] = []
         self._out = [(False, False)] * num_cpus
+        self._told = list(self._out)      # the outputs the listeners last heard
         self.reset()
 
     # ---- the machine's side ---------------------------------------------------------------
@@ -91,7 +92,7 @@ class Gic:
                 st.pending |= bit
         else:
             st.level &= ~bit
-        self._update()
+        self._update(cpu)
 
     def send_sgi(self, source: int, sgi: int, targets: int) -> None:
         """Make SGI `sgi` pending from CPU `source` on every CPU in the bitmask `targets`
@@ -163,11 +164,11 @@ class Gic:
             self.dist.active |= bit
         level = self._group_priority(cpu, irq) >> (self.geometry.min_bpr + 1)
         c.apr[level // 32] |= 1 << (level % 32)
-        self._update()
+        self._update(cpu if irq < NR_PRIVATE else None)
         return value
 
     def highest_pending(self, cpu: int, alias: bool = False) -> int:
-        """A read of GICC_HPPIR (GICC_AHPPIR with `alias`), 4.4.8 / 4.4.11: the HPPI without
+        """A read of GICC_HPPIR (GICC_AHPPIR with `alias`), 4.4.7 / 4.4.11: the HPPI without
         regard to GICC_PMR or the running priority."""
         irq = self._hppi(cpu)
         if irq is None:
@@ -184,8 +185,10 @@ class Gic:
     def end_of_interrupt(self, cpu: int, value: int, alias: bool = False) -> None:
         """A write of GICC_EOIR (GICC_AEOIR with `alias`), 4.4.5 / 4.4.10: drop the running
         priority (clear the highest active priority bit: writes must nest with the IAR
-        reads, 3.3.4) and, unless GICC_CTLR.EOImode, deactivate the interrupt. Spurious or
-        unimplemented IDs, and an EOI with nothing acknowledged, are ignored."""
+        reads, 3.3 "Preemption") and, unless GICC_CTLR.EOImode, deactivate the interrupt.
+        Ignored: spurious or unimplemented IDs, an EOI with nothing acknowledged, a Group 0
+        ID on GICC_AEOIR. A Group 1 ID on GICC_EOIR with AckCtl clear (UNPREDICTABLE) is
+        completed, as QEMU does."""
         c = self.cpus[cpu]
         irq = value & 0x3FF
         if irq >= self.geometry.nirq or not any(c.apr):
@@ -198,15 +201,17 @@ class Gic:
                 break
         if not c.ctlr & GICC_CTLR_EOIMODE:
             self._deactivate(cpu, irq)
-        self._update()
+            self._update(cpu if irq < NR_PRIVATE else None)
+        else:
+            self._update(cpu)
 
     def deactivate(self, cpu: int, value: int) -> None:
-        """A write of GICC_DIR (4.4.16): deactivate when GICC_CTLR.EOImode is set; with it
+        """A write of GICC_DIR (4.4.15): deactivate when GICC_CTLR.EOImode is set; with it
         clear the write is UNPREDICTABLE and ignored here (as QEMU)."""
         irq = value & 0x3FF
         if self.cpus[cpu].ctlr & GICC_CTLR_EOIMODE and irq < self.geometry.nirq:
             self._deactivate(cpu, irq)
-            self._update()
+            self._update(cpu if irq < NR_PRIVATE else None)
 
     def running_priority(self, cpu: int) -> int:
         """GICC_RPR (4.4.6): the group priority of the highest active priority bit, or the
@@ -233,8 +238,8 @@ class Gic:
         return bool((self.cpus[cpu].group | self.dist.group) >> irq & 1)
 
     def _group_priority(self, cpu: int, irq: int) -> int:
-        """The priority's group field (3.3.3): bits [7:BPR+1] by GICC_BPR, or bits
-        [7:ABPR] by GICC_ABPR for Group 1 when GICC_CTLR.CBPR is clear."""
+        """The priority's group field (3.3, "Priority grouping"): bits [7:BPR+1] by
+        GICC_BPR, or bits [7:ABPR] by GICC_ABPR for Group 1 when GICC_CTLR.CBPR is clear."""
         c = self.cpus[cpu]
         if self._group1(cpu, irq) and not c.ctlr & GICC_CTLR_CBPR:
             bpr = c.abpr - 1
@@ -294,23 +299,27 @@ class Gic:
             if (old ^ new) >> cpu & 1:
                 self._route[cpu] ^= 1 << irq
 
-    def _update(self, notify_all: bool = False) -> None:
-        """Recompute every CPU interface's outputs; tell the listeners what changed."""
-        old = self._out
-        out = []
-        for cpu, c in enumerate(self.cpus):
-            irq = self._hppi(cpu)
-            if irq is None or not self._preempts(cpu, irq):
-                out.append((False, False))
-            elif not self._group1(cpu, irq) and c.ctlr & GICC_CTLR_FIQEN:
-                out.append((False, True))
-            else:
-                out.append((True, False))
-        self._out = out
-        for cpu, lines in enumerate(out):
-            if notify_all or lines != old[cpu]:
+    def _update(self, only: int | None = None, notify_all: bool = False) -> None:
+        """Recompute the CPU interfaces' outputs (only CPU `only`'s when nothing shared
+        changed); tell the listeners what changed since they were last told (a listener
+        that re-enters the GIC is told first)."""
+        for cpu in range(len(self.cpus)) if only is None else (only,):
+            self._out[cpu] = self._output(cpu)
+        for cpu in range(len(self.cpus)):
+            lines = self._out[cpu]            # a listener may have changed it meanwhile
+            if notify_all or lines != self._told[cpu]:
+                self._told[cpu] = lines
                 for fn in list(self._listeners):
                     fn(cpu, *lines)
+
+    def _output(self, cpu: int) -> tuple[bool, bool]:
+        """(IRQ, FIQ) of CPU interface `cpu`."""
+        irq = self._hppi(cpu)
+        if irq is None or not self._preempts(cpu, irq):
+            return False, False
+        if not self._group1(cpu, irq) and self.cpus[cpu].ctlr & GICC_CTLR_FIQEN:
+            return False, True
+        return True, False
 
     def _check_cpu(self, cpu, what: str) -> None:
         if not isinstance(cpu, int) or not 0 <= cpu < self.geometry.num_cpus:

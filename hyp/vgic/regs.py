@@ -1,7 +1,7 @@
 """GICv2 register map and fields, named as the GIC Architecture Specification v2 (ARM IHI 0048B)
 writes them: distributor (4.3, Table 4-1) and CPU interface (4.4, Table 4-2).
 
-Access sizes (IHI 0048B 4.1.4 "GIC register access"): every register is reachable by an
+Access sizes (IHI 0048B 4.1, "GIC register access"): every register is reachable by an
 aligned 32-bit access; GICD_IPRIORITYRn, GICD_ITARGETSRn, GICD_CPENDSGIRn and GICD_SPENDSGIRn
 also by single bytes. Halfword access is IMPLEMENTATION DEFINED: this GIC does not permit it.
 Any access the GIC does not permit (a halfword, a misaligned word, a byte elsewhere) reads as
@@ -19,7 +19,7 @@ GICC_SIZE = 0x2000                 # 8 KiB CPU interface frame: GICC_DIR is at 0
 # ---- Interrupt IDs (2.2.1) ------------------------------------------------------------------
 NR_SGIS = 16                       # ID0-ID15: software generated
 NR_PRIVATE = 32                    # ID0-ID31: banked per CPU interface (SGIs and PPIs)
-MAX_IRQS = 1020                    # ID1020-ID1023 are special (3.2.5)
+MAX_IRQS = 1020                    # ID1020-ID1023 are special (3.2)
 SPURIOUS = 1023                    # no pending interrupt of sufficient priority
 SPURIOUS_GRP1 = 1022               # highest pending is Group 1 and GICC_CTLR.AckCtl == 0
 MAX_CPUS = 8                       # 3-bit CPU IDs, 8-bit target lists
@@ -42,7 +42,7 @@ GICD_NSACR = 0xE00                 # ..0xEFC, Security Extensions only: RAZ/WI h
 GICD_SGIR = 0xF00
 GICD_CPENDSGIR = 0xF10             # ..0xF1C, byte per SGI: a bit per source CPU
 GICD_SPENDSGIR = 0xF20             # ..0xF2C
-GICD_ID = 0xFD0                    # ..0xFFC identification registers (4.3.16)
+GICD_ID = 0xFD0                    # ..0xFFC identification registers (4.3.18)
 
 # Bit-per-interrupt register blocks: 32 interrupts a word, 0x80 bytes (1024 interrupts) each.
 BIT_BLOCK = 0x80
@@ -75,7 +75,7 @@ ICFGR_SGI_VALUE = 0xAAAA_AAAA
 
 # Identification registers, 0xFD0..0xFFC in word steps: ICPIDR4-7, ICPIDR0-3, ICCIDR0-3.
 # The CoreLink GIC-400 values (the GICv2 an A15 cluster carries): ICPIDR2 = 0x2B, its
-# ArchRev field [7:4] = 2 for GICv2 (4.3.16, Table 4-23), bit 3 = JEDEC-assigned ID.
+# ArchRev field [7:4] = 2 for GICv2 (4.3.18), bit 3 = JEDEC-assigned ID.
 GICD_ID_VALUES = (0x04, 0x00, 0x00, 0x00, 0x90, 0xB4, 0x2B, 0x00, 0x0D, 0xF0, 0x05, 0xB1)
 ICPIDR2 = 0xFE8
 ICPIDR2_ARCHREV = Field(7, 4)
@@ -97,7 +97,7 @@ GICC_NSAPR = 0x00E0                # ..0x0EC, Security Extensions only: RAZ/WI h
 GICC_IIDR = 0x00FC
 GICC_DIR = 0x1000
 
-# 4.4.1 GICC_CTLR, GICv2 without Security Extensions (Table 4-31).
+# 4.4.1 GICC_CTLR, GICv2 without Security Extensions.
 GICC_CTLR_ENABLEGRP0 = 1 << 0
 GICC_CTLR_ENABLEGRP1 = 1 << 1
 GICC_CTLR_ACKCTL = 1 << 2
@@ -114,7 +114,7 @@ GICC_IAR_INTERRUPTID = Field(9, 0)  # 4.4.4
 GICC_IAR_CPUID = Field(12, 10)      # source CPU of an SGI
 GICC_BPR_BINARYPOINT = Field(2, 0)  # 4.4.3
 
-# 4.4.15 GICC_IIDR: ProductID [31:20], ArchitectureVersion [19:16] = 2, Revision [15:12],
+# 4.4.14 GICC_IIDR: ProductID [31:20], ArchitectureVersion [19:16] = 2, Revision [15:12],
 # Implementer [11:0] = 0x43B (ARM), as QEMU's GICv2.
 GICC_IIDR_VALUE = 0x0002_043B
 

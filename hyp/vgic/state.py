@@ -40,12 +40,12 @@ class Geometry:
 
     @property
     def nirq(self) -> int:
-        """Implemented interrupt IDs: 0 .. nirq-1 (IDs 1020-1023 never are: 3.2.5)."""
+        """Implemented interrupt IDs: 0 .. nirq-1 (IDs 1020-1023 never are: 3.2)."""
         return min(self.num_irqs, MAX_IRQS)
 
     @property
     def prio_mask(self) -> int:
-        """Implemented priority bits, the most significant ones (3.3.2); the rest RAZ/WI."""
+        """Implemented priority bits, the most significant ones (3.3); the rest RAZ/WI."""
         return (0xFF << (8 - self.priority_bits)) & 0xFF
 
     @property
@@ -55,12 +55,12 @@ class Geometry:
     @property
     def min_bpr(self) -> int:
         """Smallest GICC_BPR: the group priority field [7:BPR+1] never splits an implemented
-        bit off (3.3.3); GICC_ABPR's minimum is one more."""
+        bit off (3.3, "Priority grouping"); GICC_ABPR's minimum is one more."""
         return max(0, 7 - self.priority_bits)
 
     @property
     def nr_apr(self) -> int:
-        """GICC_APRn registers in use: one bit per preemption level (4.4.13's recommended
+        """GICC_APRn registers in use: one bit per preemption level (4.4.12's recommended
         layout), 2^(7 - min_bpr) levels."""
         return max(1, (1 << (7 - self.min_bpr)) // 32)
 
