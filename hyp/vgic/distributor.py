@@ -3,16 +3,17 @@
 Banked per CPU interface (4.3, "banking"): the SGI/PPI words of GICD_IGROUPR0,
 GICD_I[SC]ENABLER0, GICD_I[SC]PENDR0, GICD_I[SC]ACTIVER0, GICD_IPRIORITYR0-7,
 GICD_ITARGETSR0-7, GICD_ICFGR1 and GICD_[CS]PENDSGIRn. Choices where the spec leaves room:
-- SGIs are always enabled: GICD_ISENABLER0[15:0] RAO/WI (as the GIC-400 and QEMU);
+- SGIs are always enabled: GICD_ISENABLER0[15:0] RAO/WI (IMPLEMENTATION DEFINED; as QEMU);
 - GICD_ISPENDR0/ICPENDR0 bits of SGIs ignore writes (4.3.7: use GICD_[CS]PENDSGIRn);
 - GICD_ICFGR0 (SGIs) reads 0xAAAAAAAA and ignores writes; the PPIs' Int_config[1] is
-  programmable (IMPLEMENTATION DEFINED, 4.3.13), level-sensitive at reset, as QEMU and KVM;
+  programmable (IMPLEMENTATION DEFINED, 4.3.13), level-sensitive at reset, as QEMU (KVM
+  keeps PPIs level and read-only);
 - GICD_ITARGETSRn are RAZ/WI with one CPU interface (4.3.12); with several, SGI/PPI targets
   read the accessing CPU's bit and ignore writes, and bits of absent CPUs are RAZ/WI;
 - GICD_SGIR with TargetListFilter 0b11 (reserved) is ignored; target-list bits of absent
   CPUs are ignored;
 - GICD_ISACTIVERn/ICACTIVERn set and clear the active state without touching the running
-  priority (4.3.9; the QEMU this project was compared with ignored these writes);
+  priority (4.3.9, 4.3.10; older QEMU arm_gic ignored these writes);
 - unimplemented interrupts, reserved and IMPLEMENTATION DEFINED ranges, GICD_NSACRn (Security
   Extensions only) read as zero and ignore writes; GICD_SGIR reads as zero."""
 from __future__ import annotations

@@ -17,12 +17,17 @@ Interrupt model (3.2): an interrupt is inactive, pending, active, or active and 
   one first makes it active for all.
 - The highest priority pending interrupt (HPPI) of a CPU interface is the enabled, pending,
   not active interrupt that targets it, whose group is enabled in GICD_CTLR and GICC_CTLR,
-  with the lowest priority value, then the lowest ID (a tie is IMPLEMENTATION DEFINED). QEMU's
-  arm_gic also considers active-and-pending interrupts; the spec forwards only inactive ones.
+  with the lowest priority value, then the lowest ID (a tie is IMPLEMENTATION DEFINED).
 - It is signalled, and GICC_IAR acknowledges it, when its priority is higher than GICC_PMR and
   its group priority (GICC_BPR/ABPR) is higher than the running priority (3.3).
 - Group 0 interrupts are signalled as FIQ when GICC_CTLR.FIQEn is set, otherwise as IRQ;
-  Group 1 interrupts always as IRQ (no Security Extensions: 3.4)."""
+  Group 1 interrupts always as IRQ (no Security Extensions: 3.4).
+
+Where QEMU's arm_gic (hw/intc/arm_gic.c) differs, this follows the spec: its HPPI may be an
+active-and-pending interrupt (here only inactive ones are forwarded); it compares the whole
+priority, not the group priority, with the running priority (the same except across groups
+with different binary points); it implements 8 priority bits, no GICC_AIAR/AEOIR/AHPPIR, and
+answers unknown CPU interface offsets with a bus error (here RAZ/WI)."""
 from __future__ import annotations
 
 from typing import Callable

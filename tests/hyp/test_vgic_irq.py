@@ -2,9 +2,9 @@
 and per-CPU PPIs, priority masking and preemption by group priority."""
 import pytest
 
-from test_vgic_board import (Board, GICC_BPR, GICC_HPPIR, GICC_IAR, GICC_PMR, GICC_RPR,
-                             GICD_ICACTIVER, GICD_ISACTIVER, GICD_ITARGETSR, GICD_SGIR,
-                             GICD_SPENDSGIR)
+from test_vgic_board import (Board, GICC_ABPR, GICC_BPR, GICC_CTLR, GICC_HPPIR, GICC_IAR,
+                             GICC_PMR, GICC_RPR, GICD_CTLR, GICD_ICACTIVER, GICD_IGROUPR,
+                             GICD_ISACTIVER, GICD_ITARGETSR, GICD_SGIR, GICD_SPENDSGIR)
 
 
 # ---- SGIs -----------------------------------------------------------------------------------
@@ -148,6 +148,29 @@ def test_preemption_by_group_priority(bpr, running, pending, preempts, rpr):
     assert b.cr(GICC_RPR) == rpr                           # the running group priority
     b.gic.set_line(34, True)
     assert b.lines() == [preempts]
+    assert b.ack() == (34 if preempts else 1023)
+
+
+@pytest.mark.parametrize("cbpr, preempts", [
+    pytest.param(0, True, id="Group1-by-ABPR-coarser"),
+    pytest.param(1, False, id="CBPR-Group1-by-BPR"),
+])
+def test_group1_preemption_uses_abpr(cbpr, preempts):
+    """A Group 1 interrupt's group priority comes from GICC_ABPR unless GICC_CTLR.CBPR
+    (3.3): with ABPR 4 (bits [7:4]) priority 0x88 has group priority 0x80 and preempts a
+    running 0x88 of Group 0 (QEMU compares the whole priority and would not)."""
+    b = Board(1)
+    b.dw(GICD_CTLR, 3)
+    b.cw(GICC_CTLR, 3 | 1 << 2 | cbpr << 4)                # both groups, AckCtl
+    b.cw(GICC_BPR, 2)
+    b.cw(GICC_ABPR, 4)
+    b.dw(GICD_IGROUPR + 4, 1 << 2)                         # 34 is Group 1
+    for irq in (33, 34):
+        b.enable(irq)
+        b.prio(irq, 0x88)
+    b.gic.set_line(33, True)
+    assert b.ack() == 33 and b.cr(GICC_RPR) == 0x88
+    b.gic.set_line(34, True)
     assert b.ack() == (34 if preempts else 1023)
 
 
