@@ -139,7 +139,6 @@ class _Scalar:
 @dataclass(frozen=True)
 class _Bitmap:
     allowed: Callable[[Geometry], int]
-    required: Callable[[Geometry], int] = lambda g: 0
 
     def dump(self, v: int, g: Geometry) -> list[int]:
         return [(v >> (32 * n)) & 0xFFFF_FFFF for n in range(g.num_irqs // 32)]
@@ -150,9 +149,6 @@ class _Bitmap:
         if v & ~self.allowed(g):
             bad = (v & ~self.allowed(g)).bit_length() - 1
             raise GicStateError(f"{where}: bit for interrupt {bad} cannot be set here")
-        if ~v & self.required(g):
-            bad = (~v & self.required(g)).bit_length() - 1
-            raise GicStateError(f"{where}: bit for interrupt {bad} must be set")
         return v
 
 
