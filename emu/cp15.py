@@ -47,6 +47,7 @@ SCR_HCE = 1 << 8
 HCR_TVM = 1 << 26
 HCR_TTLB = 1 << 25
 HCR_TRAPS = HCR_TVM | HCR_TTLB
+HCR_FMO, HCR_IMO, HCR_VF, HCR_VI = 1 << 3, 1 << 4, 1 << 6, 1 << 7      # virtual FIQ/IRQ
 HSTR_T7 = 1 << 7                 # every CP15 c7 access: cache maintenance, ATS, barriers
 HSTR_TRAPS = HSTR_T7
 SCTLR_M = 1 << 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 from collections import Counter
+import time
 from typing import Callable
 
 from unicorn import (UC_ARCH_ARM, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_EXCEPTION,
@@ -33,13 +34,15 @@ from hyp.arch.s1 import PL0, PL1, S1Fault, S1Regime
 from hyp.exits import BudgetExhausted, DebugStop, Exit, NoProgress, StopRequested, WaitForInterrupt
 from hyp.physmem import PhysMem
 
-from . import native
-from .cp15 import CP15, HCR, HCR_TRAPS, HSTR, HSTR_TRAPS, SCR, SCR_HCE
+from . import native, timer_traps
+from .cp15 import (CP15, HCR, HCR_FMO, HCR_IMO, HCR_TRAPS, HCR_VF, HCR_VI, HSTR, HSTR_TRAPS,
+                   SCR, SCR_HCE)
 from .decode import unprivileged
 from .align import AlignmentCheck
 from .cpu_events import ESR_UNTOUCHED, CpuEvents, GuestCrash
 from .icount import Counter as InsnCounter
 from .icount import FaultAddress
+from .timer_traps import VirtualCounter
 from .stop import StopControl
 
 __all__ = ["VCPU", "GuestCrash", "CP15"]
@@ -105,8 +108,31 @@ class VCPU(CpuEvents):
         self._running = False
         self.debug_stop: str | None = None     # set by a debug hook that called emu_stop()
         self.align = AlignmentCheck(self)      # SCTLR.A (Unicorn ignores it)
+        self.timer = None                      # hyp.timer.arch_timer.ArchTimer (attach_time)
+        self.pmu = None                        # hyp.timer.pmu.Pmu
+        self._vcounter: VirtualCounter | None = None
+        self._hcr = HCR_TRAPS
+        self.virq = False                      # the interrupt controller's IRQ line to us
         mmu.tlb.listeners.append(self._tlb_flushed)
         self.sync_stage1()
+
+    # ---- time and interrupts (the board connects them: emu.machine) ----------------------
+    def attach_time(self, timer, pmu) -> None:
+        """Give this vCPU a Generic Timer and a PMU on virtual time: their registers trap
+        and are emulated (emu.timer_traps); CNTVOFF follows virtual time."""
+        self.timer, self.pmu = timer, pmu
+        timer_traps.enable_traps(self.uc)
+        self._vcounter = VirtualCounter(self.uc, lambda: time.monotonic_ns() // 16)
+
+    def set_virq(self, irq: bool, fiq: bool = False) -> None:
+        """The interrupt controller's IRQ/FIQ lines to this vCPU: HCR.VI/VF with HCR.IMO/FMO
+        (B1.8.6), which Unicorn takes as the architecture says once CPSR.I/F allow it. Only
+        called between bursts."""
+        self.virq = irq or fiq
+        hcr = HCR_TRAPS | HCR_IMO | HCR_FMO | (HCR_VI if irq else 0) | (HCR_VF if fiq else 0)
+        if hcr != self._hcr:
+            self._hcr = hcr
+            self.uc.reg_write(A.UC_ARM_REG_CP_REG, HCR + (hcr,))
 
     @property
     def progress(self) -> int:
@@ -157,6 +183,7 @@ class VCPU(CpuEvents):
             ttbr1=self.cp15_read("TTBR1_64") if lpae else self.cp15_read("TTBR1"),
             dacr=self.cp15_read("DACR"), contextidr=self.cp15_read("CONTEXTIDR"),
             mair0=self.cp15_read("PRRR"), mair1=self.cp15_read("NMRR"))
+        self._regime = regime
         if regime != self.mmu.s1:
             self.mmu.set_stage1(regime)
             self.flush_unicorn_tlb()
@@ -189,6 +216,9 @@ class VCPU(CpuEvents):
         """Enter a VM: program HCR/VTCR/VTTBR. Unicorn's TLB is not VMID-tagged, so switching
         VMID drops it (the model's TLB keeps every VMID's entries)."""
         self.mmu.set_stage2(hcr, vtcr, vttbr)
+        if self.mmu.s1 != self._regime:
+            self.mmu.set_stage1(self._regime)        # an MMU shared with another VM's vCPU
+            self.flush_unicorn_tlb()
         if self._loaded_vmid != self.mmu.vmid:
             self._loaded_vmid = self.mmu.vmid
             self.flush_unicorn_tlb()
@@ -354,12 +384,16 @@ class VCPU(CpuEvents):
         self._pc_t = None
         self.stop.running = True
         uclib.uc_reg_write(self.uc._uch, A.UC_ARM_REG_ESR, self._esr_arg)
+        if self._vcounter is not None:
+            self._vcounter.enter(self.timer.counter())
         try:
             self.uc.emu_start(begin, 0, count=budget or 0)
         except UcError as e:
             err = e
         finally:
             self._running = False
+            if self._vcounter is not None:
+                self._vcounter.exit()
         hook_exc = getattr(self.uc, "_hook_exception", None)
         if hook_exc is not None:
             self.uc._hook_exception = None

@@ -8,11 +8,14 @@ from typing import Callable
 
 from hyp.arch.mmu import MMU
 from hyp.host import TABLE_POOL, Host
+from hyp.timer.arch_timer import ArchTimer
+from hyp.timer.pmu import Pmu
 from hyp.vcpu import RunResult, Vcpu
 from hyp.vm import VM
 
 from .boot import loader
 from .cpu import VCPU
+from .devices import gic
 from .devices.flash import Flash
 from .devices.pl011 import PL011
 
@@ -99,7 +102,8 @@ class Extra:
 
 class Machine:
     """The `virt`-like board: RAM at 0x40000000, flash0 (read-only) and flash1 (read-only,
-    execute-never) memslots, a PL011 at 0x09000000, PSCI over HVC."""
+    execute-never) memslots, a PL011 at 0x09000000, a GICv2 at 0x08000000/0x08010000, the
+    Generic Timer and PMU on virtual time, PSCI over HVC."""
 
     def __init__(self, ram: int = DEFAULT_RAM, *, split: str = "lazy", icount: bool = True,
                  max_level: int = 1, console: Callable[[bytes], None] | None = None,
@@ -128,8 +132,22 @@ class Machine:
         self.vm.attach(FLASH1, Flash("flash1", FLASH_SIZE))
         self.mmu = mmu if mmu is not None else MMU(self.host.mem, self.host.tlb)
         self.cpu = VCPU(self.host.mem, self.mmu, icount=icount, stop=stop)
+        self.cpus = [self.cpu]
+        self.current = 0                           # the vCPU running now (banked GIC access)
+        self.gic = gic.attach(self.vm, len(self.cpus), lambda: self.current, self.cpus)
+        for i, cpu in enumerate(self.cpus):
+            self._give_time(i, cpu)
         self.vcpu = Vcpu(self.vm, self.cpu)
         self.image: loader.Image | None = None
+
+    def _give_time(self, i: int, cpu: VCPU) -> None:
+        """vCPU i's Generic Timer (its PPI at the GIC) and PMU, on the VM's virtual time."""
+        timer = ArchTimer(self.vm.clock,
+                          lambda level: self.gic.set_line(gic.TIMER_PPI, level, cpu=i))
+        pmu = Pmu(self.vm.clock)
+        timer.name, pmu.name = f"cpu{i}.timer", f"cpu{i}.pmu"
+        cpu.attach_time(timer, pmu)
+        self.vm.bus.internal += [timer, pmu]
 
     def load(self, path: str, args: str = "") -> loader.Image:
         """Load an ELF and reset the CPU to its entry: SVC mode, MMU off, r0=0, as -kernel."""

@@ -73,6 +73,10 @@ def incoming(source: BinaryIO, corrupt=None, **machine_kw) -> tuple[Machine, Inc
     """Receive a whole stream into a new board and restore its vCPU, devices and clock.
     StreamError (one line) if the stream is bad; the half-built board is then dropped."""
     m, inc = receive(source, lambda config: build(config, **machine_kw), corrupt)
+    # Virtual time first: the timers' deadlines and lines are computed from it.
+    clock = m.vm.clock
+    clock.instructions = inc.clock["instructions"]
+    clock.slept_ns = inc.clock["slept_ns"] + inc.clock["downtime_ns"]
     try:
         if len(inc.vcpus) != 1:
             raise StateError(f"{len(inc.vcpus)} vCPU states for a one-vCPU board")
@@ -80,9 +84,6 @@ def incoming(source: BinaryIO, corrupt=None, **machine_kw) -> tuple[Machine, Inc
         load_devices(m.vm.bus, inc.devices)
     except (StateError, ValueError) as e:
         raise StreamError(f"migration stream: {e}") from None
-    clock = m.vm.clock
-    clock.instructions = inc.clock["instructions"]
-    clock.slept_ns = inc.clock["slept_ns"] + inc.clock["downtime_ns"]
     return m, inc
 
 

@@ -14,12 +14,15 @@ on it); the machine completes it as the hardware would and the guest goes on.
   writes: new code runs after the guest's own maintenance, exactly); data-cache maintenance
   and the CP15 barriers complete as no-ops (memory here is coherent); ATS1C* (address
   translation) is done by the MMU model into PAR; PAR itself is read and written.
+- CNTHCTL and HDCR: the physical counter and timer and the PMU, on virtual time
+  (emu.timer_traps), when the board gives the vCPU a timer.
 """
 from __future__ import annotations
 
 from hyp.arch.fault import Access, Fault
 from hyp.arch.s1 import PL0, PL1, S1Fault, S1Leaf
 
+from . import timer_traps
 from .cp15 import CP15, register_of, tvm_trapped
 from .undef import CoprocTransfer
 
@@ -48,6 +51,11 @@ def emulate(cpu, t: CoprocTransfer, pc: int, thumb: bool):
         return _tlbi(cpu, _TLB_OPS[t.opc2], _value(cpu, t.rt))
     if t.crn == 7 or (t.is64 and t.crm == 7):
         return _c7(cpu, t, pc, thumb)
+    if cpu.timer is not None and (t.crn in (9, 14) or (t.is64 and t.crm == 14)):
+        try:
+            return _done(cpu, timer_traps.emulate(cpu, t))
+        except timer_traps.Untrapped:
+            raise Untrapped from None
     raise Untrapped
 
 

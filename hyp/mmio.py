@@ -35,6 +35,9 @@ class Bus:
 
     def __init__(self) -> None:
         self.regions: list[Region] = []
+        # Stateful devices reached through system registers, not MMIO (per-vCPU timers and
+        # PMUs, the GIC's state): saved and restored with the others.
+        self.internal: list = []
 
     def attach(self, base: int, device: Device) -> None:
         for r in self.regions:

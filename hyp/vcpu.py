@@ -85,6 +85,8 @@ class Vcpu:
                     budget = max(1, min(budget, (min(limits) - now) // vm.clock.ns_per_insn))
                 self._enter()
                 before = cpu.progress
+                if counted:
+                    vm.clock.in_flight = lambda: cpu.progress - before
                 ex = cpu.run(budget)
                 if counted:
                     vm.clock.instructions += cpu.progress - before
@@ -98,8 +100,13 @@ class Vcpu:
                     return RunResult("error", cpu.progress - start, str(e), ex)
                 if counted:                           # emulated instructions, injections
                     vm.clock.instructions += cpu.progress - before
+                    before = cpu.progress
                 for fn in self.observers:
                     fn("handled", ex, outcome)         # after: map/dirty/mmio/inject/af/hvc/...
+                if outcome == "wfi":
+                    outcome = self._wait_for_interrupt(until_ns)
+                    if outcome == "time":
+                        return RunResult("time", cpu.progress - start)
                 if outcome in ("off", "reset", "wfi", "debug"):
                     return RunResult(outcome, cpu.progress - start, exit=ex)
                 if outcome == "stuck":
@@ -107,6 +114,25 @@ class Vcpu:
         finally:
             stop.running = False
             stop.set_deadline(None)
+            vm.clock.__dict__.pop("in_flight", None)
+
+    def _wait_for_interrupt(self, until_ns: int | None) -> str:
+        """WFI: sleep in virtual time until the interrupt controller raises this vCPU's line
+        ("woken"), firing timers on the way; "wfi" when no timer that could raise one is
+        armed (nothing can ever wake it), "time" at `until_ns`."""
+        clock, cpu = self.vm.clock, self.cpu
+        while not getattr(cpu, "virq", False):
+            wake = clock.next_wake()
+            if wake is None:
+                return "wfi"
+            target = min(wake, clock.next_deadline() or wake)
+            if until_ns is not None and target > until_ns:
+                clock.sleep(until_ns - clock.now_ns())
+                return "time"
+            clock.sleep(target - clock.now_ns())
+            self.vm.stats["wfi sleeps"] += 1
+            clock.fire_due()
+        return "woken"
 
     def _handle(self, ex) -> str:
         vm = self.vm

@@ -21,20 +21,37 @@ class VirtualClock:
         self._timers: list[tuple[int, int, Callable[[int], int | None]]] = []
         self._seq = itertools.count()
         self._cancelled: set[int] = set()
+        self._wakes: set[int] = set()        # handles of timers that raise guest interrupts
 
     def now_ns(self) -> int:
-        return self.instructions * self.ns_per_insn + self.slept_ns
+        return (self.instructions + self.in_flight()) * self.ns_per_insn + self.slept_ns
+
+    @staticmethod
+    def in_flight() -> int:
+        """Steps the running vCPU made that are not in `instructions` yet (its run loop
+        replaces this while it runs, so a trapped timer read mid-burst sees the exact time)."""
+        return 0
 
     def sleep(self, ns: int) -> None:
         self.slept_ns += max(0, ns)
 
     # ---- timers --------------------------------------------------------------------
-    def add_timer(self, deadline_ns: int, fn: Callable[[int], int | None]) -> int:
+    def add_timer(self, deadline_ns: int, fn: Callable[[int], int | None], *,
+                  wake: bool = False) -> int:
         """Call fn(now_ns) once virtual time reaches `deadline_ns`; fn returns the next
-        deadline to re-arm itself, or None. Returns a handle for `cancel`."""
+        deadline to re-arm itself, or None. `wake`: the timer can raise a guest interrupt,
+        so a vCPU waiting in WFI sleeps until it (`next_wake`). Returns a handle for
+        `cancel`."""
         handle = next(self._seq)
         heapq.heappush(self._timers, (deadline_ns, handle, fn))
+        if wake:
+            self._wakes.add(handle)
         return handle
+
+    def next_wake(self) -> int | None:
+        """The earliest deadline of a timer that can raise a guest interrupt."""
+        return min((d for d, h, _ in self._timers if h in self._wakes and
+                    h not in self._cancelled), default=None)
 
     def every(self, period_ns: int, fn: Callable[[int], None]) -> int:
         """Call fn(now_ns) at every multiple of `period_ns` of virtual time from now on."""
@@ -51,7 +68,9 @@ class VirtualClock:
 
     def next_deadline(self) -> int | None:
         while self._timers and self._timers[0][1] in self._cancelled:
-            self._cancelled.discard(heapq.heappop(self._timers)[1])
+            handle = heapq.heappop(self._timers)[1]
+            self._cancelled.discard(handle)
+            self._wakes.discard(handle)
         return self._timers[0][0] if self._timers else None
 
     def fire_due(self) -> int:
@@ -67,4 +86,6 @@ class VirtualClock:
             fired += 1
             if nxt is not None and handle not in self._cancelled:
                 heapq.heappush(self._timers, (max(nxt, now + 1), handle, fn))
+            else:
+                self._wakes.discard(handle)
             self._cancelled.discard(handle)

@@ -122,7 +122,8 @@ class PerfettoExporter:
         """Virtual time now, also from inside a run (an exception delivered by the CPU): the
         clock plus the instructions the CPU ran since the clock last caught up."""
         clock = self.m.vm.clock
-        lag = self.m.cpu.insn_index() - self._insn_offset - clock.instructions
+        lag = self.m.cpu.insn_index() - self._insn_offset - clock.instructions - \
+            clock.in_flight()
         return clock.now_ns() + max(0, lag) * clock.ns_per_insn
 
     def _ts(self, ns: int | None = None) -> int:

@@ -75,16 +75,19 @@ class VcpuState:
 def save_devices(bus) -> list[dict]:
     """Every device on the bus that has state: [{"name", "version", "state"}]."""
     out = []
-    for region in bus.regions:
-        dev = region.device
-        if hasattr(dev, "save"):
-            out.append({"name": dev.name, "version": dev.state_version, "state": dev.save()})
+    for dev in _stateful(bus):
+        out.append({"name": dev.name, "version": dev.state_version, "state": dev.save()})
     return out
+
+
+def _stateful(bus) -> list:
+    return [r.device for r in bus.regions if hasattr(r.device, "save")] + \
+        list(getattr(bus, "internal", []))
 
 
 def load_devices(bus, saved: list[dict]) -> None:
     """Restore the devices `save_devices` described; StateError if they do not match."""
-    devices = {r.device.name: r.device for r in bus.regions if hasattr(r.device, "save")}
+    devices = {dev.name: dev for dev in _stateful(bus)}
     names = [d.get("name") for d in saved if isinstance(d, dict)]
     if sorted(names) != sorted(devices) or len(names) != len(saved):
         raise StateError(f"device state for {sorted(map(str, names))}; this board has "
