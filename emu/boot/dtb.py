@@ -67,9 +67,9 @@ class Board:
     uart_size: int = 0x1000
     uart_spi: int = 1                        # QEMU virt UART0: SPI 1 (INTID 33)
     gicd_base: int = 0x0800_0000
-    gicd_size: int = 0x1_0000
-    gicc_base: int = 0x0801_0000
-    gicc_size: int = 0x1_0000
+    gicd_size: int = 0x1000                  # GICv2 frames (IHI 0048B tables 4-1, 4-2), as
+    gicc_base: int = 0x0801_0000             # the vGIC maps them; QEMU reserves 64 KiB each
+    gicc_size: int = 0x2000
     timer_ppis: tuple[int, ...] = (13, 14)   # binding slots: secure, non-secure physical
     timer_frequency: int | None = None       # Hz; None: Linux reads CNTFRQ
     apb_pclk_hz: int = 24_000_000            # QEMU's "clk24mhz"
