@@ -4,9 +4,9 @@ mmubench guest (guests/mmubench.c) under Machine (icount off), in one process.
   on vs off rows  the same hand-written loop (ALU, load sweep, store sweep: the A32 code of
                   bench/programs.py) with the guest's MMU off, and on with an identity map of
                   sections (short descriptors) or 2 MiB blocks (LPAE). Each boot runs a warm-up
-                  rep and a timed rep between two marks (HV_TIME_NS hypercalls): the time from
-                  the hypervisor finishing the first mark to the exit of the second. Boots of
-                  the three sides are interleaved; each side's best rep counts.
+                  rep and 3 timed reps, each between two marks (HV_TIME_NS hypercalls): the
+                  time from the hypervisor finishing the first mark to the exit of the second.
+                  Boots of the three sides are interleaved; each side's best rep counts.
                   value = the lower of (short Minsn/s / off Minsn/s) and (LPAE / off).
   TLB miss rows   mmubench touch: one load from each of N pages of a region mapped with 4 KiB
                   pages (MMU on: every page its own stage-1 walk - 2 descriptor reads short,
@@ -42,6 +42,7 @@ from hyp.exits import Hypercall
 from hyp.hypercall import S2EMU_TIME_NS
 
 ROWS = Rows()
+TIMED = 3                                    # timed reps per boot of the on vs off rows
 MMU_ROWS: set[str] = set()                   # every row name in ROWS (for the table header)
 GUEST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                      "guests", "mmubench.elf")
@@ -64,8 +65,9 @@ def header_lines(ctx: Context) -> list[str]:
     """How these rows are measured, for the table's header."""
     return [
         f"guest-MMU rows: guests/mmubench.elf on Machine (icount off), {ctx.sizes.reps} "
-        "boot(s) per side interleaved (MMU off / short / LPAE), each a warm-up rep and a timed "
-        "rep between two HV_TIME_NS marks, best rep per side; every boot checked (console "
+        "boot(s) per side interleaved (MMU off / short / LPAE), each a warm-up rep and timed "
+        f"reps ({TIMED} on vs off, 1 TLB miss) between HV_TIME_NS marks, best rep per side; "
+        "every boot checked (console "
         "checksum, marks, no fault or exit inside a timed rep); on vs off = the lower of the "
         "two formats' ratios; TLB miss = (cold - warm sweep) / fills; noise = (median - "
         "best) / best summed over the sides",
@@ -161,20 +163,20 @@ class Workload:
     size: int                    # iterations (alu) or bytes
     passes: int
     insns: int                   # loop instructions in one rep
-    result: int                  # the console checksum after 2 reps
+    result: int                  # the console checksum after the warm-up and TIMED reps
 
     def args(self, side: str) -> str:
-        return f"{self.name} {self.size} {self.passes} 1 {side}"
+        return f"{self.name} {self.size} {self.passes} {TIMED} {side}"
 
 
 def _workloads(ctx: Context) -> dict[str, Workload]:
     """The three loops at this run's sizes: the guest-speed rows' (bench/common.py Sizes),
-    but ALU at a quarter of the iterations and loads at half the sweeps (two reps a boot,
+    but ALU at a quarter of the iterations and loads at half the sweeps (four reps a boot,
     three sides)."""
     s = ctx.sizes
     n, size = s.alu_iters // 4, s.sweep
     words = size // 4
-    reps = 2                                            # the warm-up and the timed rep
+    reps = 1 + TIMED                                    # the warm-up and the timed reps
     load_sum = LOAD_MUL * words * (words - 1) // 2 + LOAD_ADD * words
     # at least 3 sweeps per rep: the warm-up rep must leave Unicorn's TLB grown to hold the
     # region (it grows only when flushed while mostly used), or the timed rep still fills
@@ -199,7 +201,7 @@ def _check_stored(boot: Boot, args: str, w: Workload) -> None:
     off = m.ram.pa_of(REGION) - m.host.mem.base
     got = m.host.mem.buf[off:off + w.size].view("<u4")
     words = w.size // 4
-    first = STORE_SEED + (2 * w.passes - 1) * words
+    first = STORE_SEED + ((1 + TIMED) * w.passes - 1) * words
     want = ((first + np.arange(words, dtype=np.uint64)) & MASK32).astype("<u4")
     if not np.array_equal(got, want):
         raise BenchError(f"mmubench {args}: guest RAM does not hold what the last sweep "
@@ -207,15 +209,16 @@ def _check_stored(boot: Boot, args: str, w: Workload) -> None:
 
 
 def _ratio_row(ctx: Context, w: Workload) -> Result:
-    def measure(side: str) -> tuple[float, int]:
+    def measure(side: str) -> list[tuple[float, int]]:
         args = w.args(side)
         boot = run_guest(args, 0 if w.name == "alu" else w.size)
-        _expect(boot, args, w.result, 4)
+        _expect(boot, args, w.result, 2 * (1 + TIMED))
         if w.name == "store":
             _check_stored(boot, args, w)
-        iv = _timed(boot, args, 2)                       # marks: warm-up 0-1, timed 2-3
-        return iv.seconds, iv.fills
-    runs = _sides(ctx, measure)
+        # marks 2r and 2r + 1 bracket rep r; rep 0 is the warm-up
+        return [(iv.seconds, iv.fills) for iv in
+                (_timed(boot, args, 2 * r) for r in range(1, 1 + TIMED))]
+    runs = {s: [x for boot in boots for x in boot] for s, boots in _sides(ctx, measure).items()}
     best = {s: min(t for t, _ in runs[s]) for s in SIDES}
     mips = {s: w.insns / best[s] / 1e6 for s in SIDES}
     ratio = {s: mips[s] / mips["off"] for s in ("short", "long")}
