@@ -14,6 +14,8 @@ The rows and how each is measured and checked:
   bench/trace_rows.py   tracing off vs never attached, the cost of a traced instruction
   bench/migration_rows.py  live migration: stream serialise/parse MiB/s vs a bytes copy,
                         virtual downtime (idle, dirtying guest), wall seconds per GiB
+  bench/mmu_rows.py     the guest's own MMU: ALU/load/store MMU on vs off, the cost of a TLB
+                        miss that walks both stages (guest end to end, and MMU.fill alone)
 Shared machinery (sizes, timing, Result, the row registry, output) is in bench/common.py.
 """
 from __future__ import annotations
@@ -35,12 +37,13 @@ if ROOT not in sys.path:
 
 import unicorn  # noqa: E402
 
-from bench import dirty_rows, guest_speed, migration_rows, trace_rows  # noqa: E402
+from bench import dirty_rows, guest_speed, migration_rows, mmu_rows, trace_rows  # noqa: E402
 from bench.common import (DEFAULT, QUICK, BenchError, Context, Result,  # noqa: E402
                           json_line, pin_malloc, table)
 
 # every row function, in the order they run
-ROWS = guest_speed.ROWS + dirty_rows.ROWS + trace_rows.ROWS + migration_rows.ROWS
+ROWS = guest_speed.ROWS + dirty_rows.ROWS + trace_rows.ROWS + migration_rows.ROWS + \
+    mmu_rows.ROWS
 
 
 def header(ctx: Context, quick: bool, rows: list[str] | None = None) -> str:
@@ -51,10 +54,11 @@ def header(ctx: Context, quick: bool, rows: list[str] | None = None) -> str:
                        cpu)
     except OSError:
         pass
-    own = dirty_rows.DIRTY_ROWS | migration_rows.MIGRATION_ROWS
+    own = dirty_rows.DIRTY_ROWS | migration_rows.MIGRATION_ROWS | mmu_rows.MMU_ROWS
     speed = rows is None or any(r not in own for r in rows)
     logging = rows is None or any(r in dirty_rows.DIRTY_ROWS for r in rows)
     migration = rows is None or any(r in migration_rows.MIGRATION_ROWS for r in rows)
+    mmu = rows is None or any(r in mmu_rows.MMU_ROWS for r in rows)
     lines = [
         f"s2emu benchmark{' (--quick)' if quick else ''}: unicorn "
         f"{unicorn.__version__}, Python {platform.python_version()}, {cpu}, "
@@ -66,6 +70,8 @@ def header(ctx: Context, quick: bool, rows: list[str] | None = None) -> str:
         lines += dirty_rows.header_lines(ctx)
     if migration:
         lines += migration_rows.header_lines(ctx)
+    if mmu:
+        lines += mmu_rows.header_lines(ctx)
     return "\n".join(lines)
 
 

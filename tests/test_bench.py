@@ -1,5 +1,6 @@
 """bench/run.py --json: one object per row with the agreed schema (values are not asserted)."""
 import json
+import math
 import subprocess
 import sys
 
@@ -40,3 +41,28 @@ def test_bench_rows_selects_the_migration_rows():
     rows = [ln.split("  ")[0] for ln in lines[start:] if ln.strip() and not ln.startswith("(")]
     assert "migration total per GiB idle" in rows and "migration downtime 256 MiB idle" in rows
     assert all(r.startswith("migration ") for r in rows)
+
+
+MMU_RATIO_ROWS = ("ALU loop MMU on vs off", "load sweep MMU on vs off",
+                  "store sweep MMU on vs off")
+MMU_MISS_ROWS = ("TLB miss MMU off", "TLB miss MMU on short", "TLB miss MMU on LPAE",
+                 "MMU.fill MMU off", "MMU.fill MMU on short", "MMU.fill MMU on LPAE")
+MMU_EXTRA_ROWS = ("TLB miss MMU on short, stage-1 extra", "TLB miss MMU on LPAE, stage-1 extra")
+
+
+def test_bench_mmu_rows_quick():
+    """--rows mmu: exactly the guest-MMU rows (bench/mmu_rows.py), each with a sane number.
+    Every mmubench boot behind them is checked by the bench itself (a failed check exits 1)."""
+    p = subprocess.run([sys.executable, "bench/run.py", "--quick", "--json", "--rows", "mmu"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    rows = {r["row"]: r for r in map(json.loads, p.stdout.splitlines())}
+    assert set(rows) == set(MMU_RATIO_ROWS + MMU_MISS_ROWS + MMU_EXTRA_ROWS)
+    for name in MMU_RATIO_ROWS:
+        assert rows[name]["unit"] == "x" and rows[name]["target"] == ">= 0.9"
+        assert 0 < rows[name]["value"] < 100
+    for name in MMU_MISS_ROWS + MMU_EXTRA_ROWS:
+        assert rows[name]["unit"] == "us" and rows[name]["target"] is None
+        assert math.isfinite(rows[name]["value"])
+    for name in MMU_MISS_ROWS:                  # differences (the extra rows) may be any sign
+        assert rows[name]["value"] > 0

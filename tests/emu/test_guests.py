@@ -1,5 +1,6 @@
 """End to end: the bundled guest ELFs under the hypervisor - console, exits, syndromes."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -145,3 +146,93 @@ def test_cli_errors_are_one_line(args, code, message):
     assert p.returncode == code, (p.returncode, p.stderr)
     assert "Traceback" not in p.stderr
     assert message in p.stderr
+
+
+# ---- mmubench: the bench guest of bench/mmu_rows.py, MMU off and on (guests/README.md) ----------
+MB_REGION, MASK = 0x40200000, 0xFFFFFFFF
+
+
+def mmubench_result(work, size, passes, reps):
+    """The checksum mmubench prints, from its documented definition."""
+    n_reps = reps + 1
+    if work == "alu":
+        return (0x12345678 + n_reps * passes * size * (size + 1) // 2) & MASK
+    words = size // 4
+    if work == "load":
+        total = sum((i * 2654435761 + 12345) & MASK for i in range(words))
+        return (0x12345678 + n_reps * passes * total) & MASK
+    if work == "store":
+        first = 0x9ABCDEF0 + (n_reps * passes - 1) * words
+        return (words * first + words * (words - 1) // 2) & MASK
+    acc = 0x12345678                                # touch: cold + `passes` warm sweeps
+    for _ in range(n_reps * (1 + passes)):
+        for i in range(size):
+            acc = (((acc << 1 | acc >> 31) & MASK) + (0x9E3779B9 * i & MASK)) & MASK
+    return acc
+
+
+def run_mmubench(args):
+    m = Machine(ram=8 << 20, icount=False)
+    m.load(os.path.join(GUESTS, "mmubench.elf"), args)
+    return m, m.run(max_insns=50_000_000)
+
+
+MODES = [("off", None), ("short", "section"), ("long", "section"), ("short", "page"),
+         ("long", "page")]
+
+
+@pytest.mark.parametrize("work,size,passes", [("alu", 1000, 3), ("load", 65536, 2),
+                                              ("store", 65536, 2), ("touch", 64, 2)])
+@pytest.mark.parametrize("mmu,mapping", MODES, ids=[" ".join(filter(None, m)) for m in MODES])
+def test_mmubench_mmu_off_and_on(work, size, passes, mmu, mapping):
+    """Same console (the checksum of every word loaded or stored) whatever the MMU does, and
+    the MMU really translated: the TLB holds stage-1 entries of the mapping size asked for."""
+    args = f"{work} {size} {passes} 2 {mmu}" + (f" {mapping}" if mapping else "")
+    m, result = run_mmubench(args)
+    assert result.reason == "off", result
+    assert m.uart.text == (f"mmubench: {args}\nmmubench: result "
+                           f"{mmubench_result(work, size, passes, 2):08x}\nmmubench: done\n")
+    s1 = m.mmu.s1
+    assert s1.enabled == (mmu != "off") and s1.lpae == (mmu == "long")
+    marks = 3 if work == "touch" else 2             # per rep, 3 reps (the warm-up + 2)
+    assert m.vm.stats["hvc S2EMU_TIME_NS"] == 3 * marks
+    if mmu == "off" or work == "alu":
+        return
+    region = [e for e in m.mmu.tlb.entries(m.mmu.vmid) if e.va_page >= MB_REGION]
+    assert region and all(e.s1 is not None and e.ipa_page == e.va_page for e in region)
+    want = 4096 if mapping == "page" else (1 << 21 if mmu == "long" else 1 << 20)
+    assert {e.s1.size for e in region} == {want}
+
+
+@pytest.mark.parametrize("args,message", [
+    ("foo 1 1 1 off", "unknown workload 'foo'"),
+    ("load 65536 1 1 both", "unknown MMU mode 'both'"),
+    ("load 65536 1 1 short huge", "unknown mapping 'huge'"),
+    ("load 1000 1 1 off", "bad size (the region must be whole pages, at most 128 MiB) '1000'"),
+    ("touch 32769 1 1 off", "bad size (the region must be whole pages, at most 128 MiB) '32769'"),
+    ("alu 10 0 1 off", "bad passes '0'"),
+    ("alu 10 1 1", "wrong number of arguments"),
+])
+def test_mmubench_bad_arguments(args, message):
+    m, result = run_mmubench(args)
+    assert result.reason == "off"
+    assert m.uart.text == (f"mmubench: {message}\nmmubench: usage: mmubench "
+                           "<alu|load|store|touch> <size> <passes> <reps> <off|short|long> "
+                           "[section|page]\n")
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="qemu-system-arm not installed")
+def test_mmubench_default_same_on_qemu():
+    """Without arguments (QEMU has no GET_ARGS) it runs touch 256 1 1 long page: QEMU's own
+    MMU reads the same words through the guest's LPAE tables as our stage-1 model does."""
+    m, result = run_mmubench("")
+    assert result.reason == "off"
+    want = (f"mmubench: touch 256 1 1 long page\nmmubench: result "
+            f"{mmubench_result('touch', 256, 1, 1):08x}\nmmubench: done\n")
+    assert m.uart.text == want
+    p = subprocess.run(["qemu-system-arm", "-M", "virt", "-cpu", "cortex-a15", "-nographic",
+                        "-monitor", "none", "-no-reboot", "-kernel",
+                        os.path.join(GUESTS, "mmubench.elf")],
+                       capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0
+    assert p.stdout.decode().replace("\r\n", "\n") == want
