@@ -35,7 +35,10 @@ import stat
 import struct
 from dataclasses import dataclass
 
-import libfdt
+try:
+    import libfdt
+except ImportError:          # the s2emu[linux] extra (pylibfdt builds from source with swig)
+    libfdt = None
 
 MAGIC = 0xD00DFEED
 HEADER_SIZE = 40                 # struct fdt_header, version 17
@@ -138,7 +141,7 @@ def build_dtb(board: Board, bootargs: str = "",
     (`linux,initrd-end` is the first byte after the image), written as 64-bit values."""
     args = _check_bootargs(bootargs)
     _check_initrd(board, initrd)
-    sw = libfdt.FdtSw()
+    sw = _libfdt().FdtSw()
     sw.finish_reservemap()
     with sw.add_node(""):
         sw.property("compatible", _strings("linux,dummy-virt"))
@@ -214,12 +217,21 @@ def build_dtb(board: Board, bootargs: str = "",
 
 # ---- a user's DTB ----------------------------------------------------------------------------
 
-_LIBFDT_WHY = {libfdt.BADMAGIC: "bad magic", libfdt.BADVERSION: "unsupported version",
-               libfdt.TRUNCATED: "a block runs past the end",
-               libfdt.BADSTRUCTURE: "corrupt structure block",
-               libfdt.BADLAYOUT: "blocks in an impossible order",
-               libfdt.BADOFFSET: "an offset points outside the blob",
-               libfdt.BADSTATE: "unfinished tree"}
+def _libfdt():
+    """libfdt, or a one-line DtbError saying how to get it."""
+    if libfdt is None:
+        raise DtbError("device trees need pylibfdt: pip install 's2emu[linux]' (it builds "
+                       "from source: apt-get install swig)")
+    return libfdt
+
+
+def _why(err: int) -> str:
+    return {libfdt.BADMAGIC: "bad magic", libfdt.BADVERSION: "unsupported version",
+            libfdt.TRUNCATED: "a block runs past the end",
+            libfdt.BADSTRUCTURE: "corrupt structure block",
+            libfdt.BADLAYOUT: "blocks in an impossible order",
+            libfdt.BADOFFSET: "an offset points outside the blob",
+            libfdt.BADSTATE: "unfinished tree"}.get(err, libfdt.strerror(-err))
 
 
 def _layout_error(blob: bytes) -> str | None:
@@ -249,6 +261,7 @@ def check_dtb(blob: bytes, name: str = "DTB") -> bytes:
     first: libfdt trusts totalsize and would read past a short buffer."""
     def fail(why: str) -> DtbError:
         return DtbError(f"{name}: {why}")
+    _libfdt()
     if not blob:
         raise fail("empty file, not a device tree blob")
     if len(blob) > MAX_SIZE:
@@ -272,7 +285,7 @@ def check_dtb(blob: bytes, name: str = "DTB") -> bytes:
     if err == 0 and (why := _layout_error(blob)):
         raise fail(f"bad device tree blob: {why}")
     if err < 0:
-        why = _LIBFDT_WHY.get(-err, libfdt.strerror(err))
+        why = _why(-err)
         raise fail(f"bad device tree blob: {why} (libfdt {libfdt.strerror(err)})")
     try:          # names are not checked by libfdt; pylibfdt decodes them as UTF-8
         nodes(blob)
@@ -302,7 +315,7 @@ def read_dtb(path: str) -> bytes:
 
 def nodes(blob: bytes) -> dict[str, dict[str, bytes]]:
     """Every node of a checked DTB by path, with its properties' raw values, in blob order."""
-    fdt = libfdt.Fdt(blob)
+    fdt = _libfdt().Fdt(blob)
     out: dict[str, dict[str, bytes]] = {}
     node, depth = 0, 0
     while node >= 0 and depth >= 0:          # depth -1: past the root's end

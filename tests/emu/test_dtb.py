@@ -9,7 +9,9 @@ import subprocess
 
 import pytest
 
-from emu.boot import dtb
+pytest.importorskip("libfdt", reason="the s2emu[linux] extra (pylibfdt) is not installed")
+
+from emu.boot import dtb  # noqa: E402
 from emu.boot.dtb import Board, DtbError, build_dtb, check_dtb, nodes, patch_chosen, read_dtb
 
 GIC, SERIAL, CLOCK = "/interrupt-controller@8000000", "/serial@9000000", "/apb-pclk"
