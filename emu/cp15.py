@@ -43,6 +43,7 @@ CP15 = {
 SCR = (15, 0, 1, 1, 1, 0, 0)                  # secure bank
 HCR = (15, 0, 0, 1, 1, 4, 0)
 HSTR = (15, 0, 0, 1, 1, 4, 3)
+VMPIDR = (15, 0, 0, 0, 0, 4, 5)               # what NS PL1 reads as MPIDR
 SCR_HCE = 1 << 8
 HCR_TVM = 1 << 26
 HCR_TTLB = 1 << 25

@@ -36,7 +36,7 @@ from hyp.physmem import PhysMem
 
 from . import native, timer_traps
 from .cp15 import (CP15, HCR, HCR_FMO, HCR_IMO, HCR_TRAPS, HCR_VF, HCR_VI, HSTR, HSTR_TRAPS,
-                   SCR, SCR_HCE)
+                   SCR, SCR_HCE, VMPIDR)
 from .decode import unprivileged
 from .align import AlignmentCheck
 from .cpu_events import ESR_UNTOUCHED, CpuEvents, GuestCrash
@@ -116,7 +116,15 @@ class VCPU(CpuEvents):
         mmu.tlb.listeners.append(self._tlb_flushed)
         self.sync_stage1()
 
-    # ---- time and interrupts (the board connects them: emu.machine) ----------------------
+    # ---- identity, time and interrupts (the board connects them: emu.machine) -------------
+    index = 0
+
+    def set_index(self, i: int) -> None:
+        """This is vCPU `i` of its VM: MPIDR (read by the guest as VMPIDR, B4.1.160) =
+        0x80000000 | Aff0 = i, one cluster, as QEMU's virt numbers its CPUs."""
+        self.index = i
+        self.uc.reg_write(A.UC_ARM_REG_CP_REG, VMPIDR + (0x8000_0000 | i,))
+
     def attach_time(self, timer, pmu) -> None:
         """Give this vCPU a Generic Timer and a PMU on virtual time: their registers trap
         and are emulated (emu.timer_traps); CNTVOFF follows virtual time."""

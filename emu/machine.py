@@ -10,14 +10,18 @@ from hyp.arch.mmu import MMU
 from hyp.host import TABLE_POOL, Host
 from hyp.timer.arch_timer import ArchTimer
 from hyp.timer.pmu import Pmu
+from hyp.psci import PowerState
+from hyp.smp import Scheduler
 from hyp.vcpu import RunResult, Vcpu
 from hyp.vm import VM
 
+from . import cpu_state
 from .boot import loader
 from .cpu import VCPU
 from .devices import gic
 from .devices.flash import Flash
 from .devices.pl011 import PL011
+from .stop import StopControl
 
 # QEMU virt memory map (hw/arm/virt.c), DESIGN 2a.
 FLASH0 = 0x0000_0000
@@ -27,6 +31,7 @@ UART0 = 0x0900_0000
 RAM_BASE = 0x4000_0000
 DEFAULT_RAM = 128 << 20
 MAX_RAM = 255 << 30          # virt: RAM up to 256 GiB below the 40-bit limit
+MAX_SMP = 8                  # one GICv2 serves at most 8 CPU interfaces
 
 
 def host_memory() -> int:
@@ -108,7 +113,7 @@ class Machine:
     def __init__(self, ram: int = DEFAULT_RAM, *, split: str = "lazy", icount: bool = True,
                  max_level: int = 1, console: Callable[[bytes], None] | None = None,
                  extra: list[Extra] | None = None, host: Host | None = None,
-                 mmu: MMU | None = None, name: str = "vm", stop=None) -> None:
+                 mmu: MMU | None = None, name: str = "vm", stop=None, smp: int = 1) -> None:
         """`host`/`mmu`/`stop`: share one host (memory, table pool, VMIDs, TLB), one physical
         CPU's MMU and its stop requests with other VMs (emu.host_machine); by default the
         board has its own."""
@@ -130,15 +135,43 @@ class Machine:
         self.vm.attach(UART0, self.uart)
         self.vm.attach(FLASH0, Flash("flash0", FLASH_SIZE))
         self.vm.attach(FLASH1, Flash("flash1", FLASH_SIZE))
+        if not 1 <= smp <= MAX_SMP:
+            raise ValueError(f"--smp {smp}: this board has 1 to {MAX_SMP} vCPUs")
+        if smp > 1 and mmu is not None:
+            raise ValueError("several vCPUs each need their own MMU")
+        self.stop = stop if stop is not None else StopControl()
         self.mmu = mmu if mmu is not None else MMU(self.host.mem, self.host.tlb)
-        self.cpu = VCPU(self.host.mem, self.mmu, icount=icount, stop=stop)
-        self.cpus = [self.cpu]
+        self.cpus = [VCPU(self.host.mem, self.mmu if i == 0 else
+                          MMU(self.host.mem, self.host.tlb), icount=icount, stop=self.stop)
+                     for i in range(smp)]
+        self.cpu = self.cpus[0]
         self.current = 0                           # the vCPU running now (banked GIC access)
-        self.gic = gic.attach(self.vm, len(self.cpus), lambda: self.current, self.cpus)
+        self.gic = gic.attach(self.vm, smp, lambda: self.current, self.cpus)
         for i, cpu in enumerate(self.cpus):
+            cpu.set_index(i)
             self._give_time(i, cpu)
-        self.vcpu = Vcpu(self.vm, self.cpu)
+        self._reset_state = [cpu_state.save(cpu) for cpu in self.cpus]
+        self.vm.power = PowerState(smp, self._power_on)
+        self.vcpus = [Vcpu(self.vm, cpu) for cpu in self.cpus]
+        self.vcpu = self.vcpus[0] if smp == 1 else \
+            Scheduler(self.vm, self.vcpus, self.vm.power, self._switch)
         self.image: loader.Image | None = None
+
+    def _switch(self, i: int) -> None:
+        self.current = i
+
+    def _power_on(self, i: int, entry: int, context: int) -> None:
+        """PSCI CPU_ON: reset vCPU i and start it at `entry` in SVC mode with A/I/F masked
+        and the MMU off, r0 = `context` (PSCI 5.6; what QEMU's arm_set_cpu_on does)."""
+        cpu = self.cpus[i]
+        cpu_state.load(cpu, self._reset_state[i])
+        cpu.timer.write_ctl(0)
+        cpu.set_reg(0, context)
+        cpu.set_cpsr(0x1D3 | (0x20 if entry & 1 else 0))
+        cpu.set_pc(entry & ~1, bool(entry & 1))
+        cpu.sync_stage1()
+        if isinstance(self.vcpu, Scheduler):
+            self.vcpu.powered_on(i)
 
     def _give_time(self, i: int, cpu: VCPU) -> None:
         """vCPU i's Generic Timer (its PPI at the GIC) and PMU, on the VM's virtual time."""

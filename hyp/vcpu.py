@@ -17,9 +17,10 @@ SLICE = 5_000_000           # instructions per entry when nothing else bounds th
 @dataclass
 class RunResult:
     """Why `run` returned. reason: off, reset, budget (max_insns reached), time (until_ns
-    reached), timeout (wall clock), interrupt (a stop request, e.g. Ctrl-C), wfi, debug (a
-    debugger stop), dirty-ring-full, error (message in `error`). `instructions` counts steps:
-    retired instructions and exception entries (emu.cpu)."""
+    reached), timeout (wall clock), interrupt (a stop request, e.g. Ctrl-C), wfi (waits for
+    an interrupt nothing can raise), debug (a debugger stop), dirty-ring-full, error (message
+    in `error`); with several vCPUs also halted (this one waits in WFI) and cpu-off.
+    `instructions` counts steps: retired instructions and exception entries (emu.cpu)."""
     reason: str
     instructions: int
     error: str | None = None
@@ -33,6 +34,9 @@ class Vcpu:
     cpu: object
     # fn(kind, exit, outcome): ("exit", ex, None) before handling, ("handled", ex, outcome) after
     observers: list[Callable[[str, object, str | None], None]] = field(default_factory=list)
+    # With several vCPUs (hyp.smp) a WFI with no interrupt pending ends the run ("halted"):
+    # the scheduler runs the others, and sleeps only when all of them wait.
+    halt_on_wfi: bool = False
 
     def _enter(self) -> None:
         vm = self.vm
@@ -103,11 +107,16 @@ class Vcpu:
                     before = cpu.progress
                 for fn in self.observers:
                     fn("handled", ex, outcome)         # after: map/dirty/mmio/inject/af/hvc/...
-                if outcome == "wfi":
-                    outcome = self._wait_for_interrupt(until_ns)
+                if outcome in ("wfi", "suspend"):
+                    if self.halt_on_wfi:
+                        if not getattr(cpu, "virq", False):
+                            return RunResult("halted", cpu.progress - start, exit=ex)
+                        outcome = "woken"
+                    else:
+                        outcome = self._wait_for_interrupt(until_ns)
                     if outcome == "time":
                         return RunResult("time", cpu.progress - start)
-                if outcome in ("off", "reset", "wfi", "debug"):
+                if outcome in ("off", "reset", "wfi", "debug", "cpu-off"):
                     return RunResult(outcome, cpu.progress - start, exit=ex)
                 if outcome == "stuck":
                     return RunResult("error", cpu.progress - start, _stuck(cpu, ex), ex)

@@ -10,7 +10,7 @@ from hyp.dirty import DirtyLogError, check_ring_size
 
 from ..debug.gdb_packets import parse_listen
 from ..debug.trace import FORMATS, KINDS, TraceError, parse_kinds, parse_range
-from ..machine import check_ram_size, parse_size
+from ..machine import MAX_SMP, check_ram_size, parse_size
 from ..migration import parse_uri
 
 STEP_TRACE = "s1,s2,tlb,dirty,exc,exit,mmio,hyp"
@@ -48,6 +48,13 @@ def _mem(text: str) -> int:
     size = parse_size(text)
     check_ram_size(size, text)
     return size
+
+
+def _smp(text: str) -> int:
+    n = _positive(text)
+    if n > MAX_SMP:
+        raise ValueError(f"{n} vCPUs: this board has at most {MAX_SMP} (one GICv2)")
+    return n
 
 
 def _positive(text: str) -> int:
@@ -159,6 +166,9 @@ def _machine_options() -> argparse.ArgumentParser:
     p.add_argument("elf", nargs="*", help="bare-metal ARMv7 guest ELF (e.g. guests/hello.elf); "
                    "run takes several: one VM each, on one host")
     p.add_argument("--mem", type=_arg(_mem), default=128 << 20, help="guest RAM size (default 128M)")
+    p.add_argument("--smp", type=_arg(_smp), default=1, metavar="N",
+                   help=f"vCPUs (1-{MAX_SMP}; default 1): vCPU 0 starts, the others wait for "
+                   "PSCI CPU_ON")
     p.add_argument("--args", type=_arg(_guest_args), action="append", default=[],
                    help="argument string the guest reads (GET_ARGS hypercall); once per ELF, "
                    "in order")

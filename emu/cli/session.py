@@ -41,7 +41,7 @@ def console(prefix: str = "", out=None):
 def make_machine(a: argparse.Namespace, **kw) -> Machine:
     """One board as the options describe it."""
     return Machine(a.mem, split=a.split, icount=not a.no_icount,
-                   max_level=LEVELS[a.hugepages], **kw)
+                   max_level=LEVELS[a.hugepages], smp=getattr(a, "smp", 1), **kw)
 
 
 class Session:

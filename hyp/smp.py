@@ -1,0 +1,108 @@
+"""Several vCPUs of one VM on one host thread, deterministically: one vCPU runs at a time for
+a fixed quantum of steps, in index order (QEMU's round-robin TCG with -icount). Virtual time
+advances with every step of whichever vCPU runs; a vCPU in WFI is skipped until its
+interrupt line rises, and when every vCPU that is on waits, virtual time jumps to the next
+timer that can raise an interrupt (nothing can: the run ends with "wfi").
+
+The scheduler has the run interface of one `hyp.vcpu.Vcpu` (run, observers, vm, cpu), so
+everything that drives a machine drives a multi-vCPU one the same way.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from .psci import OFF, PowerState
+from .vcpu import SLICE, RunResult, Vcpu
+
+QUANTUM = 10_000          # steps per turn (Linux's spinlocks spin at most this long per turn)
+
+
+class Scheduler:
+    """Round-robin over `vcpus` (hyp.vcpu.Vcpu) whose power state `power` holds;
+    `on_switch(i)` is called before vCPU i runs (the board's banked devices follow it)."""
+
+    def __init__(self, vm, vcpus: list[Vcpu], power: PowerState,
+                 on_switch: Callable[[int], None], quantum: int = QUANTUM) -> None:
+        self.vm = vm
+        self.vcpus = vcpus
+        self.power = power
+        self.on_switch = on_switch
+        self.quantum = quantum
+        self.observers: list = []
+        for v in vcpus:
+            v.halt_on_wfi = True
+            v.observers = self.observers          # one list: a tracer sees every vCPU
+        self.halted = [False] * len(vcpus)
+        self.current = 0
+        self._next = 0
+
+    @property
+    def cpu(self):
+        return self.vcpus[self.current].cpu
+
+    def powered_on(self, i: int) -> None:
+        """vCPU i was reset by CPU_ON: it runs at its next turn."""
+        self.halted[i] = False
+
+    def run(self, max_insns: int | None = None, timeout: float | None = None,
+            slice_insns: int = SLICE, until_ns: int | None = None) -> RunResult:
+        clock = self.vm.clock
+        deadline = time.monotonic() + timeout if timeout else None
+        done = 0
+        while True:
+            if max_insns is not None and done >= max_insns:
+                return RunResult("budget", done)
+            if until_ns is not None and clock.now_ns() >= until_ns:
+                return RunResult("time", done)
+            i = self._pick()
+            if i is None:
+                reason = self._sleep(until_ns)
+                if reason is not None:
+                    return RunResult(reason, done)
+                continue
+            self.current = i
+            self.on_switch(i)
+            self.power.started(i)
+            budget = self.quantum if max_insns is None else min(self.quantum, max_insns - done)
+            left = None if deadline is None else max(1e-3, deadline - time.monotonic())
+            r = self.vcpus[i].run(max_insns=budget, timeout=left, slice_insns=slice_insns,
+                                  until_ns=until_ns)
+            done += r.instructions
+            self._next = i + 1
+            if r.reason in ("budget", "cpu-off"):
+                continue
+            if r.reason == "halted":
+                self.halted[i] = True
+                continue
+            return RunResult(r.reason, done, r.error, r.exit)
+
+    def _pick(self) -> int | None:
+        n = len(self.vcpus)
+        for k in range(n):
+            i = (self._next + k) % n
+            if self.power.states[i] == OFF:
+                continue
+            if self.halted[i]:
+                if not getattr(self.vcpus[i].cpu, "virq", False):
+                    continue
+                self.halted[i] = False
+            return i
+        return None
+
+    def _sleep(self, until_ns: int | None) -> str | None:
+        """Every vCPU that is on waits: jump to the next timer that can wake one."""
+        if all(s == OFF for s in self.power.states):
+            return "off"
+        clock = self.vm.clock
+        wake = clock.next_wake()
+        if wake is None:
+            return "wfi"
+        target = min(wake, clock.next_deadline() or wake)
+        if until_ns is not None and target > until_ns:
+            clock.sleep(until_ns - clock.now_ns())
+            return "time"
+        clock.sleep(target - clock.now_ns())
+        self.vm.stats["wfi sleeps"] += 1
+        clock.fire_due()
+        return None
