@@ -96,6 +96,31 @@ class BareMachine:
         self.cpu.set_pc(exit_.pc + self.cpu.insn_length(exit_.pc, exit_.thumb), exit_.thumb)
 
 
+class _PowerDevice:
+    """The vCPUs' PSCI power states and which of them wait in WFI, for migration."""
+    name = "vcpu-power"
+    state_version = 1
+
+    def __init__(self, m: "Machine") -> None:
+        self.m = m
+
+    def save(self) -> dict:
+        sched = self.m.vcpu if isinstance(self.m.vcpu, Scheduler) else None
+        return {"power": self.m.vm.power.save(),
+                "halted": list(sched.halted) if sched else [False]}
+
+    def load(self, state) -> None:
+        if not isinstance(state, dict) or set(state) != {"power", "halted"}:
+            raise ValueError(f"vCPU power state {state!r:.60}")
+        halted = state["halted"]
+        if not isinstance(halted, list) or len(halted) != len(self.m.cpus) or \
+                any(not isinstance(h, bool) for h in halted):
+            raise ValueError(f"vCPU halted flags {halted!r:.60}")
+        self.m.vm.power.load(state["power"])
+        if isinstance(self.m.vcpu, Scheduler):
+            self.m.vcpu.halted = list(halted)
+
+
 @dataclass
 class Extra:
     """An extra RAM memslot (e.g. a test region for dirty logging)."""
@@ -155,6 +180,7 @@ class Machine:
         self.vcpus = [Vcpu(self.vm, cpu) for cpu in self.cpus]
         self.vcpu = self.vcpus[0] if smp == 1 else \
             Scheduler(self.vm, self.vcpus, self.vm.power, self._switch)
+        self.vm.bus.internal.append(_PowerDevice(self))
         self.image: loader.Image | None = None
 
     def _switch(self, i: int) -> None:

@@ -19,7 +19,7 @@ from hyp.migration.state import StateError, VcpuState, load_devices
 from hyp.migration.stream import StreamError
 
 from . import cpu_state
-from .machine import FLASH0, FLASH1, FLASH_SIZE, RAM_BASE, Machine
+from .machine import FLASH0, FLASH1, FLASH_SIZE, MAX_SMP, RAM_BASE, Machine
 
 CONFIG_FORMAT = 1
 
@@ -32,6 +32,7 @@ def board_config(m: Machine) -> dict:
     """What the destination needs to build the same board."""
     return {"format": CONFIG_FORMAT, "board": "virt", "vm": m.vm.name, "ram": m.ram.size,
             "split": m.vm.split, "args": m.vm.args, "icount": m.cpu.icount,
+            "smp": len(m.cpus),
             "memslots": [{"name": s.name, "ipa": s.ipa, "size": s.size, "readonly": s.readonly,
                           "noexec": s.noexec} for s in m.vm.memslots]}
 
@@ -54,7 +55,10 @@ def build(config: dict, **machine_kw) -> Machine:
     if split not in ("lazy", "eager"):
         raise ValueError(f"bad split policy {split!r}")
     machine_kw.setdefault("icount", bool(config.get("icount", True)))
-    m = Machine(ram, split=split, name=str(config.get("vm", "vm")), **machine_kw)
+    smp = config.get("smp", 1)
+    if not isinstance(smp, int) or not 1 <= smp <= MAX_SMP:
+        raise ValueError(f"bad vCPU count {smp!r}")
+    m = Machine(ram, split=split, name=str(config.get("vm", "vm")), smp=smp, **machine_kw)
     args = config.get("args", "")
     m.vm.args = args if isinstance(args, str) else ""
     return m
@@ -64,7 +68,8 @@ def migrate_out(m: Machine, sink: BinaryIO, params: Params | None = None,
                 progress=None) -> MigrationSource:
     """Start pre-copy of `m` to `sink`; run the machine until it returns "migrate"."""
     src = MigrationSource(m.vm, sink, board_config(m),
-                          lambda: [cpu_state.save(m.cpu).to_json()], params, progress)
+                          lambda: [cpu_state.save(c).to_json() for c in m.cpus], params,
+                          progress)
     src.start()
     return src
 
@@ -78,9 +83,11 @@ def incoming(source: BinaryIO, corrupt=None, **machine_kw) -> tuple[Machine, Inc
     clock.instructions = inc.clock["instructions"]
     clock.slept_ns = inc.clock["slept_ns"] + inc.clock["downtime_ns"]
     try:
-        if len(inc.vcpus) != 1:
-            raise StateError(f"{len(inc.vcpus)} vCPU states for a one-vCPU board")
-        cpu_state.load(m.cpu, VcpuState.from_json(inc.vcpus[0]))
+        if len(inc.vcpus) != len(m.cpus):
+            raise StateError(f"{len(inc.vcpus)} vCPU states for a {len(m.cpus)}-vCPU board")
+        states = [VcpuState.from_json(v) for v in inc.vcpus]
+        for cpu, state in zip(m.cpus, states):
+            cpu_state.load(cpu, state)
         load_devices(m.vm.bus, inc.devices)
     except (StateError, ValueError) as e:
         raise StreamError(f"migration stream: {e}") from None

@@ -88,3 +88,22 @@ def test_cpu_on_race_exactly_one_caller_succeeds():
     assert power.cpu_on(3, 0x40000000, 0) == psci.ALREADY_ON
     assert power.affinity_info(3, 0) == 0 and power.affinity_info(2, 0) == 1
     assert power.affinity_info(9, 0) == psci.INVALID_PARAMETERS
+
+
+def test_two_vcpus_migrate_mid_run_and_finish_on_the_destination():
+    import io
+    from emu.migration import incoming, migrate_out
+    from hyp.migration.precopy import Params
+    m = two_cpus()
+    assert m.run(max_insns=60_000).reason == "budget"        # the secondary is running
+    assert m.vm.power.states == ["on", "on"]
+    buf = io.BytesIO()
+    src = migrate_out(m, buf, Params(bandwidth=1 << 36, tick_ns=10_000))
+    assert m.run(max_insns=5_000_000).reason == "migrate"
+    assert src.complete().status == "completed"
+    buf.seek(0)
+    dest, inc = incoming(buf)
+    assert len(dest.cpus) == 2 and dest.vm.power.states == ["on", "on"]
+    r = dest.run(max_insns=2_000_000)
+    assert r.reason == "off", r
+    assert word(dest, DATA) == 2 * N and word(dest, DATA + 8) == 0x42

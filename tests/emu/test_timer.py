@@ -91,3 +91,24 @@ def test_pl0_access_to_the_timer_needs_cntkctl():
     s = Snippet(code)
     s.run()
     assert s.vector() == 0x04                   # CNTKCTL.PL0PCTEN = 0: Undefined
+
+
+def test_an_armed_timer_and_gic_state_migrate():
+    """The destination takes the interrupt the source armed, at the compare value's virtual
+    time (the downtime is added to virtual time, so it may come at once)."""
+    import io
+    from emu.migration import incoming, migrate_out
+    from hyp.migration.precopy import Params
+    s = Snippet(timer_guest(50_000))
+    assert s.run(max_insns=len(GIC_SETUP) + 5).reason == "budget"   # armed, at the WFI
+    buf = io.BytesIO()
+    src = migrate_out(s.m, buf, Params(bandwidth=1 << 42, tick_ns=10_000))
+    assert s.m.run(max_insns=1_000_000).reason == "migrate"
+    assert src.complete().status == "completed"
+    buf.seek(0)
+    dest, _ = incoming(buf)
+    assert dest.cpu.timer.read_cval() == s.cpu.timer.read_cval()
+    assert dest.gic.save_state() == s.m.gic.save_state()
+    r = dest.run(max_insns=10_000)
+    assert r.reason == "off" and dest.cpu.reg(7) == IRQ
+    assert dest.vm.clock.now_ns() >= 50_000 * 16
