@@ -19,6 +19,7 @@ from hyp.vcpu import RunResult
 
 from ..boot.loader import LoaderError
 from ..cpu import GuestCrash
+from ..boot.linux import dump_dtb
 from ..debug.step import step
 from ..debug.trace import parse_kinds
 from ..stop import sigint_stops
@@ -80,6 +81,16 @@ def _params(a: argparse.Namespace) -> Params:
     return p
 
 
+def _dumpdtb(a: argparse.Namespace) -> int:
+    """--dumpdtb FILE: the board's device tree as a boot would make it, then exit."""
+    m = make_machine(a)
+    size = dump_dtb(m, a.dumpdtb, append=a.append or "")
+    print(f"[s2emu] wrote the board's device tree ({size} bytes, {len(m.cpus)} vCPU"
+          f"{'s' if len(m.cpus) > 1 else ''}, {m.ram.size >> 20} MiB) to {a.dumpdtb}",
+          file=sys.stderr)
+    return 0
+
+
 def _sessions(a: argparse.Namespace) -> list[Session]:
     """The VMs of this run: one ELF, several on one host, or one arriving by migration."""
     if getattr(a, "incoming", None):
@@ -87,6 +98,8 @@ def _sessions(a: argparse.Namespace) -> list[Session]:
     args = a.args + [""] * (len(a.elf) - len(a.args))
     # a migration stream on stdout (--migrate-to -) sends the console to stderr
     out = sys.stderr.buffer if "-" in getattr(a, "migrate_to", []) else None
+    if getattr(a, "kernel", None):
+        return [Session(a, make_machine(a, console=console(out=out)), kernel=a.kernel)]
     if len(a.elf) == 1:
         return [Session(a, make_machine(a, console=console(out=out)), a.elf[0], args[0])]
     hm = HostMachine([a.mem] * len(a.elf), vmid_bits=a.vmid_bits, icount=not a.no_icount,
@@ -98,6 +111,8 @@ def _sessions(a: argparse.Namespace) -> list[Session]:
 
 def run(a: argparse.Namespace) -> int:
     check(a)
+    if getattr(a, "dumpdtb", None):
+        return _dumpdtb(a)
     if a.command == "step":
         a.trace = a.trace or parse_kinds(STEP_TRACE)
         a.trace_later = bool(a.start)        # trace the steps, not the run up to --from

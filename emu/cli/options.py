@@ -112,6 +112,19 @@ def _out_path(text: str) -> str:
     return text
 
 
+def _in_file(text: str) -> str:
+    """A file the run reads (kernel, initrd, DTB): a readable regular file."""
+    if not text:
+        raise ValueError("an empty path")
+    if not os.path.exists(text):
+        raise ValueError(f"{text} does not exist")
+    if not os.path.isfile(text):
+        raise ValueError(f"{text} is not a regular file")
+    if not os.access(text, os.R_OK):
+        raise ValueError(f"{text} is not readable")
+    return text
+
+
 def _nonempty(text: str) -> str:
     if not text.strip():
         raise ValueError("an empty value")
@@ -166,6 +179,18 @@ def _machine_options() -> argparse.ArgumentParser:
     p.add_argument("elf", nargs="*", help="bare-metal ARMv7 guest ELF (e.g. guests/hello.elf); "
                    "run takes several: one VM each, on one host")
     p.add_argument("--mem", type=_arg(_mem), default=128 << 20, help="guest RAM size (default 128M)")
+    k = p.add_argument_group("Linux boot protocol (instead of an ELF)")
+    k.add_argument("--kernel", type=_arg(_in_file), metavar="IMAGE",
+                   help="boot a kernel: Image, zImage, uImage or vmlinux ELF; r0=0, r1=~0, "
+                   "r2=DTB, SVC mode, MMU off")
+    k.add_argument("--initrd", type=_arg(_in_file), metavar="FILE",
+                   help="initial ramdisk (needs --kernel)")
+    k.add_argument("--append", metavar="CMDLINE", help="kernel command line (/chosen/bootargs)")
+    k.add_argument("--dtb", type=_arg(_in_file), metavar="FILE",
+                   help="boot with this device tree instead of the board's (its /chosen is "
+                   "rewritten for --append and --initrd)")
+    k.add_argument("--dumpdtb", type=_arg(_out_path), metavar="FILE",
+                   help="write the board's device tree to FILE and exit")
     p.add_argument("--smp", type=_arg(_smp), default=1, metavar="N",
                    help=f"vCPUs (1-{MAX_SMP}; default 1): vCPU 0 starts, the others wait for "
                    "PSCI CPU_ON")
@@ -274,12 +299,23 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_vms(a: argparse.Namespace) -> None:
     """How many guests, and which options need exactly one."""
     incoming = getattr(a, "incoming", None)
-    if a.command == "step" and len(a.elf) != 1:
+    if a.command == "step" and len(a.elf) != 1 and not getattr(a, "kernel", None):
         raise UsageError("step takes one ELF")
     if incoming and a.elf:
         raise UsageError("--incoming receives the guest: give no ELF")
-    if not incoming and not a.elf:
-        raise UsageError("the following arguments are required: elf")
+    kernel = getattr(a, "kernel", None)
+    needs_kernel = [o for o in ("initrd", "append", "dtb") if getattr(a, o, None) is not None]
+    if needs_kernel and not kernel:
+        raise UsageError(f"--{needs_kernel[0]} needs --kernel")
+    if kernel and (a.elf or incoming):
+        raise UsageError("--kernel boots the guest: give no ELF" + (" and no --incoming"
+                                                                    if incoming else ""))
+    if kernel and a.args:
+        raise UsageError("--args is for bundled ELF guests: a kernel's is --append")
+    if getattr(a, "dumpdtb", None):
+        return
+    if not incoming and not a.elf and not kernel:
+        raise UsageError("the following arguments are required: elf (or --kernel)")
     n = max(1, len(a.elf))
     if len(a.args) > n:
         raise UsageError(f"{len(a.args)} --args for {n} guest{'s' if n > 1 else ''}")

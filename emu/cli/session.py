@@ -9,6 +9,7 @@ from hyp import dirty
 from hyp.arch.s1debug import dump_s1, explain_s1, regime_text
 from hyp.vcpu import RunResult
 
+from ..boot.linux import boot_linux
 from ..debug.perfetto import PerfettoExporter
 from ..debug.trace import Tracer
 from ..machine import Machine
@@ -49,12 +50,21 @@ class Session:
     the options asked for. `label`: how messages name the VM when there are several."""
 
     def __init__(self, a: argparse.Namespace, m: Machine, elf: str | None = None,
-                 args: str = "", label: str = "") -> None:
-        """Load the guest (nothing runs, nothing is written yet)."""
+                 args: str = "", label: str = "", kernel: str | None = None) -> None:
+        """Load the guest, an ELF or a kernel with the Linux boot protocol (nothing runs)."""
         self.a = a
         self.m = m
         self.label = label
         self.image = m.load(elf, args) if elf else None
+        self.boot = None
+        if kernel:
+            self.boot = boot_linux(m, kernel, initrd_path=a.initrd, append=a.append or "",
+                                   dtb_path=a.dtb)
+            self.image = m.image
+            b = self.boot
+            print(f"[s2emu] {label}{b.kernel} at {b.entry:#x}-{b.kernel_end:#x}"
+                  + (f", initrd at {b.initrd[0]:#x}-{b.initrd[1]:#x}" if b.initrd else "")
+                  + f", DTB at {b.dtb_address:#x} ({len(b.dtb)} bytes)", file=sys.stderr)
         self.migration = None                    # emu.cli.migrate.Migration when one runs
         self._trace_file = None
         self.tracer = None

@@ -28,22 +28,20 @@ import argparse
 import gzip
 import hashlib
 import json
-import lzma
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
-import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from emu.boot.kernel import KernelError, uimage, zimage_payload  # noqa: E402  (the repo's)
 
 RECIPE = 2                           # bump when what the outputs contain changes
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNEL_RE = re.compile(r"^linux-image-6\.1\.0-(\d+)-armmp-lpae$")
-ZIMAGE_MAGIC, ZIMAGE_MAGIC_AT = 0x016F2818, 0x24       # arch/arm/boot/compressed/head.S
-XZ_MAGIC = b"\xfd7zXZ\x00"
 CROSS_CC = "arm-linux-gnueabihf-gcc"
 IMAGE_ADDRESS = 0x40208000           # DESIGN 8: RAM + 2 MiB + TEXT_OFFSET
 
@@ -199,34 +197,11 @@ def deb_member(deb: str, member: str) -> bytes:
 # ---- the kernel and the initramfs -----------------------------------------------------------
 
 def zimage_to_image(zimage: bytes) -> bytes:
-    """The uncompressed Image inside an ARM zImage built with CONFIG_KERNEL_XZ: the payload
-    is an XZ stream (the decompressor's own copy of the magic comes first, so try each
-    occurrence) followed by the Image's size, 32-bit little-endian (scripts size_append)."""
-    if len(zimage) < 0x30 or struct.unpack_from("<I", zimage, ZIMAGE_MAGIC_AT)[0] != ZIMAGE_MAGIC:
-        raise FetchError("the kernel is not an ARM zImage (no magic 0x016f2818 at 0x24)")
-    at = zimage.find(XZ_MAGIC)
-    while at >= 0:
-        dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-        try:
-            image = dec.decompress(zimage[at:])
-        except lzma.LZMAError:
-            at = zimage.find(XZ_MAGIC, at + 1)
-            continue
-        if dec.eof and len(dec.unused_data) >= 4 and \
-                struct.unpack_from("<I", dec.unused_data)[0] == len(image):
-            return image
-        raise FetchError(f"the zImage's XZ payload at {at:#x} does not end with its size")
-    raise FetchError("no XZ payload in the zImage (Debian's armmp kernels use "
-                     "CONFIG_KERNEL_XZ)")
-
-
-def uimage(image: bytes, address: int = IMAGE_ADDRESS) -> bytes:
-    """`mkimage -A arm -O linux -T kernel -C none -a ADDR -e ADDR`: the 64-byte legacy
-    header (magic 0x27051956, header and data CRC-32, time 0) and the image."""
-    def header(hcrc: int) -> bytes:
-        return struct.pack(">7I4B32s", 0x27051956, hcrc, 0, len(image), address, address,
-                           zlib.crc32(image), 5, 2, 2, 0, b"Linux")  # OS linux, ARM, kernel
-    return header(zlib.crc32(header(0))) + image
+    """The uncompressed Image inside Debian's zImage (emu.boot.kernel does the work)."""
+    try:
+        return zimage_payload(zimage)
+    except KernelError as e:
+        raise FetchError(str(e)) from None
 
 
 def cpio_newc(entries: list[tuple[str, int, bytes, int]]) -> bytes:
@@ -326,7 +301,7 @@ def fetch(cache: str, refresh: bool, say) -> dict:
     if dirtyram is None:
         say(f"fetch: note: no {CROSS_CC} (apt-get install gcc-arm-linux-gnueabihf): "
             f"dirtyram skipped")
-    files = {"zImage": zimage, "Image": image, "Image.uimg": uimage(image),
+    files = {"zImage": zimage, "Image": image, "Image.uimg": uimage(image, IMAGE_ADDRESS),
              "initrd.gz": initramfs(busybox, dirtyram)}
     if dirtyram is not None:
         files["dirtyram"] = dirtyram
