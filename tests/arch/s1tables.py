@@ -13,6 +13,7 @@ from hyp.arch.mmu import MMU
 from hyp.arch.regs import make_vtcr, make_vttbr
 from hyp.arch.s1 import S1Fault, S1Leaf, S1Regime, check
 from hyp.arch.tlb import TLB
+from test_walk import Tables          # the stage-2 table builder of tests/arch/test_walk.py
 
 # SCTLR (B4.1.130)
 SCTLR_M = 1 << 0
@@ -128,7 +129,6 @@ class Guest:
     at RAM, an MMU with stage 2 on. Stage-1 tables are written at their home PA."""
 
     def __init__(self, vmid: int = 1, hcr: int = HCR_VM) -> None:
-        from test_walk import Tables           # the stage-2 builder of test_walk.py
         self.s2 = Tables(vmid=vmid)
         self.mem = self.s2.mem
         self.mmu = MMU(self.mem, TLB())
@@ -139,17 +139,17 @@ class Guest:
         assert IPA_BASE <= ipa < IPA_BASE + (4 << 20), hex(ipa)
         return RAM + ipa - IPA_BASE
 
-    def map_ram(self, prot: Prot = Prot.RWX) -> None:
-        """Stage 2: the whole window as two 2 MiB blocks."""
-        for chunk in (0, 1):
-            ipa = IPA_BASE + (chunk << 21)
-            self.s2.leaf(ipa, 2, self.home(ipa), prot)
-
-    def map_page(self, ipa: int, prot: Prot = Prot.RWX, af: bool = True,
-                 device: bool = False) -> None:
-        page = ipa & ~0xFFF
+    def map(self, ipa: int, level: int, prot: Prot = Prot.RWX, af: bool = True,
+            device: bool = False) -> None:
+        """Stage 2: the 2 MiB block (level 2) or 4 KiB page (level 3) of `ipa` to its home."""
+        ipa &= ~((1 << (21 if level == 2 else 12)) - 1)
         attr = MEMATTR_DEVICE if device else MEMATTR_NORMAL_WB
-        self.s2.raw(page, 3, make_leaf(self.home(page), 3, prot, af=af, memattr=attr))
+        self.s2.raw(ipa, level, make_leaf(self.home(ipa), level, prot, af=af, memattr=attr))
+
+    def map_ram(self) -> None:
+        """Stage 2: the whole window, two 2 MiB blocks RWX."""
+        self.map(IPA_BASE, 2)
+        self.map(IPA_BASE + (2 << 20), 2)
 
     def w32(self, ipa: int, value: int) -> None:
         self.mem.write32(self.home(ipa), value)
