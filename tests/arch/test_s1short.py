@@ -47,6 +47,8 @@ CASES = [
     case("section", SEC_PA, sd_section(0x8000_0000)),
     case("supersection-40bit-pa", 0x12_3034_5678, sd_supersection(0x12_3000_0000)),
     case("large-page", 0x9000_5678, sd_table(L2T, 4), sd_large(0x9000_0000)),
+    case("large-page-fetch", 0x9000_5678, sd_table(L2T, 4), sd_large(0x9000_0000), access=FE),
+    case("small-page-fetch", PAGE_PA, sd_table(L2T, 4), sd_small(0x9100_0000), access=FE),
     case("small-page", PAGE_PA, sd_table(L2T, 4), sd_small(0x9100_0000)),
     case("section-pxn-type-0b11-maps", SEC_PA, sd_section(0x8000_0000, pxn=1)),
     # ---- translation faults ----
@@ -86,8 +88,8 @@ CASES = [
     case("domain-d15-client-dacr", SEC_PA, sd_section(0x8000_0000, domain=15), dacr=1 << 30),
     case("domain-d15-noaccess", Abort(0x0F9), sd_section(0x8000_0000, domain=15),
          dacr=0x3FFF_FFFF),
-    case("supersection-is-domain-0", Abort(0x009), sd_supersection(0xF3000_0000),
-         dacr=0xFFFF_FFFC),
+    case("supersection-is-domain-0", Abort(0x009), sd_supersection(0xF0_3000_0000),
+         dacr=0xFFFF_FFFC),                   # PA[39:36] = 0xF sits where a domain would
     case("manager-ignores-ap-pl0-write", SEC_PA, sd_section(0x8000_0000, 0b000, 1),
          access=WR, priv=PL0),
     case("manager-ignores-xn", SEC_PA, sd_section(0x8000_0000, 0b101, 1, xn=1), access=FE),

@@ -140,15 +140,16 @@ def test_table_outside_any_stage2_mapping_is_level1():
 
 
 @pytest.mark.parametrize("s2, hcr", [
-    pytest.param(block(CHUNK0, prot=Prot.R) | block(CHUNK1, prot=Prot.R), HCR_VM,
+    pytest.param(page(CHUNK0, prot=Prot.R) | page(CHUNK1 + 0x1000, prot=Prot.R), HCR_VM,
                  id="tables-read-only"),
     pytest.param(block(CHUNK1, device=True), HCR_VM, id="tables-device-ptw-clear"),
     pytest.param(page(CHUNK0 + 0x5000, device=True), HCR_VM | HCR_PTW,
                  id="ptw-set-output-device"),
 ])
-def test_walks_need_read_only_and_ptw_concerns_walks(s2, hcr):
+@pytest.mark.parametrize("access", [RD, WR, FE])
+def test_walks_need_read_only_and_ptw_concerns_walks(s2, hcr, access):
     g = guest(False, s2, hcr)
-    r = g.mmu.fill(VA_S, RD, PL1)
+    r = g.mmu.fill(VA_S, access, PL1)
     assert isinstance(r, TLBEntry) and r.pa_page | VA_S & 0xFFF == g.home(0x4000_5678)
 
 
