@@ -10,7 +10,8 @@ Expected DFSR/IFSR values are literals from Table B3-23 and B4.1.52 / B4.1.96: F
   permission:  section 0x00D, page 0x00F
 The domain check comes after the access flag check and after both descriptors are read, as in
 the ARM ARM pseudo-code (TranslationTableWalkSD faults, then TranslateAddressV calls
-CheckDomain); QEMU 7.2 checks the domain before reading the second-level descriptor.
+CheckDomain). QEMU 7.2 differs twice: it checks the domain before reading the second-level
+descriptor, and skips the access flag check in a Manager domain.
 """
 from __future__ import annotations
 

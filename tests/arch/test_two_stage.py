@@ -4,9 +4,9 @@ reference, random stage-1 tables of either format in guest RAM, random stage-2 t
 The reference reads no memory: it walks the *model* the tables were written from, and
 translates every stage-1 descriptor address through its own stage-2 model first, so a stage-2
 fault on a walk comes out as S1PTW with the stage-2 level and the descriptor's IPA in HPFAR
-(B3.12.7; QEMU 7.2 reports the stage-1 level instead). HCR.PTW: a walk into memory stage 2
-makes Device is a stage-2 permission fault (B4.1.65). Outcomes are compared as what software
-reads: the PA, the guest's DFSR/IFSR and FAR, or HSR/HPFAR/HDFAR-HIFAR.
+(B3.12, VMSA memory aborts; QEMU 7.2 reports the stage-1 level instead). HCR.PTW: a walk
+into memory stage 2 makes Device is a stage-2 permission fault (B4.1.65). Outcomes are
+compared as what software reads: the PA, the guest's DFSR/IFSR and FAR, or HSR/HPFAR/HDFAR.
 """
 from __future__ import annotations
 

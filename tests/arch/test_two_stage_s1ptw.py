@@ -1,11 +1,11 @@
 """Stage-2 faults on stage-1 table walks (S1PTW) and HCR.PTW, with exact HSR/HPFAR/HDFAR.
 
 HSR (B4.1.61, B3.13.6): EC [31:26] 0x24 data / 0x20 prefetch abort from a lower mode, ISV [24]
-= 0 for every S1PTW fault, S1PTW [7], WnR [6] (the instruction's access), DFSC/IFSC [5:0] =
-0bTTTTLL with LL the *stage-2* level where the descriptor's IPA faulted (B3.12.7; QEMU 7.2
-reports the stage-1 lookup level instead). HPFAR (B4.1.66) [31:4] = the descriptor's
-IPA[39:12]. A walk into memory stage 2 makes Device faults as a stage-2 permission fault when
-HCR.PTW is set (B4.1.65); walks need read permission only.
+= 0 for every S1PTW fault, S1PTW [7], WnR [6] (the instruction's access, as QEMU writes it),
+DFSC/IFSC [5:0] = 0bTTTTLL with LL the *stage-2* level where the descriptor's IPA faulted
+(B3.12; QEMU 7.2 reports the stage-1 lookup level instead). HPFAR (B4.1.66) [31:4] = the
+descriptor's IPA[39:12]. A walk into memory stage 2 makes Device faults as a stage-2
+permission fault when HCR.PTW is set (B4.1.65); walks need read permission only.
 """
 from __future__ import annotations
 
@@ -167,3 +167,21 @@ def test_s1ptw_faults_are_not_cached_and_walk_cache_obeys_flush_vmid():
     r = g.mmu.fill(VA_L, RD, PL1)
     assert isinstance(r, Fault) and hyp_view(r) == (0x9000_0087, 0x0040_0030, VA_L,
                                                      0x4000_3A28, True)
+
+
+@pytest.mark.parametrize("lpae, va, ipa", [
+    pytest.param(False, VA_S, 0x4000_5678, id="short"),
+    pytest.param(True, VA_L, 0x4000_6678, id="long"),
+])
+def test_debug_walk_translates_both_stages_without_side_effects(lpae, va, ipa):
+    g = guest(lpae, {})
+    steps = []
+    got, leaf = g.mmu.debug_walk(va, steps)
+    assert got == g.home(ipa) and leaf.ipa == ipa & ~0xFFF
+    assert len(steps) == (3 if lpae else 2)
+    assert len(g.mmu.tlb) == 0 and not g.mmu.tlb.s2_walk      # no TLB fill, no walk cache
+    # a table page unmapped at stage 2: the debugger sees the S1PTW fault, nothing is cached
+    g.s2.raw(CHUNK0, 3, 0)
+    got, why = g.mmu.debug_walk(va)
+    assert got is None and isinstance(why, Fault) and why.s1ptw
+    assert len(g.mmu.tlb) == 0 and not g.mmu.tlb.s2_walk
