@@ -77,6 +77,9 @@ class TLB:
 
     def insert(self, entry: TLBEntry) -> None:
         key = (entry.vmid, entry.tag, entry.va_page)
+        old = self._entries.get(key)
+        if old is not None:          # the page re-filled, maybe through a mapping of another size
+            self._unindex(key, old)
         self._entries[key] = entry
         self._by_block.setdefault((entry.vmid, entry.s1_size, entry.s1_base), set()).add(key)
         self.stats["fill"] += 1
@@ -93,12 +96,15 @@ class TLB:
             if e is None:
                 continue
             n += 1
-            block = self._by_block.get((e.vmid, e.s1_size, e.s1_base))
-            if block is not None:
-                block.discard(key)
-                if not block:
-                    del self._by_block[(e.vmid, e.s1_size, e.s1_base)]
+            self._unindex(key, e)
         return n
+
+    def _unindex(self, key, e: TLBEntry) -> None:
+        block = self._by_block.get((e.vmid, e.s1_size, e.s1_base))
+        if block is not None:
+            block.discard(key)
+            if not block:
+                del self._by_block[(e.vmid, e.s1_size, e.s1_base)]
 
     def _flushed(self, op: str, vmid: int | None) -> None:
         self.stats[op] += 1
