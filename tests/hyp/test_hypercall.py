@@ -28,7 +28,13 @@ def vm_with_ram():
 
 
 @pytest.mark.parametrize("fid,args,r0,stop", [
-    pytest.param(hc.PSCI_VERSION, (), 0x2, None, id="version-0.2"),
+    pytest.param(hc.PSCI_VERSION, (), 0x10001, None, id="version-1.1 (as QEMU 7.2)"),
+    pytest.param(hc.PSCI_MIGRATE_INFO_TYPE, (), 2, None, id="migrate-info-type: no TOS"),
+    pytest.param(hc.PSCI_CPU_OFF, (), None, "off", id="cpu-off: the only vCPU stops the VM"),
+    pytest.param(hc.PSCI_CPU_SUSPEND, (0,), 0, "suspend", id="cpu-suspend: standby as WFI"),
+    pytest.param(hc.PSCI_FEATURES, (hc.PSCI_CPU_ON,), 0, None, id="features-cpu-on"),
+    pytest.param(hc.PSCI_FEATURES, (0x8400000E,), 0xFFFFFFFF, None,
+                 id="features-system-suspend: not implemented"),
     pytest.param(hc.PSCI_SYSTEM_OFF, (), None, "off", id="system-off"),
     pytest.param(hc.PSCI_SYSTEM_RESET, (), None, "reset", id="system-reset"),
     pytest.param(hc.PSCI_FEATURES, (hc.PSCI_SYSTEM_OFF,), 0, None, id="features-known"),
