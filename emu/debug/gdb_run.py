@@ -125,7 +125,7 @@ class RunControl:
         pf = ex.page_fault
         i = vcpus.current(self.machine)
         key = (i, ex.pc, pf.ipa, pf.type, pf.access)
-        if self._fault_skip is not None:
+        if self._fault_skip is not None and self._fault_skip[0] == i:
             skip, self._fault_skip = self._fault_skip, None
             if skip == key:
                 return                  # the abort reported last: now the hypervisor's turn

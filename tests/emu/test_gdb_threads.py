@@ -170,6 +170,50 @@ def test_watchpoints_are_on_every_vcpu():
     assert int.from_bytes(m.vm.read_guest(DATA, 4), "little") == 2 * 40
 
 
+# vCPU 0: CPU_ON(1, +0x100); GIC on (distributor, CPU interface, PMR 0xff, SGI 1 enabled);
+# loop: wfi (IRQs masked: it only wakes); IAR -> r5; EOIR; r7 += 1
+WAITER = [0xE3000003, 0xE3480400, 0xE3A01001, 0xE3002100, 0xE3442000, 0xE3A03000,
+          0xE1400070, 0xE3004000, 0xE3404800, 0xE3006000, 0xE3406801, 0xE3A05001,
+          0xE5845000, 0xE5865000, 0xE3A050FF, 0xE5865004, 0xE3A05002, 0xE5845100,
+          0xE3A07000, 0xE320F003, 0xE596500C, 0xE5865010, 0xE2877001, 0xEAFFFFFA]
+WFI = RAM_BASE + 0x4C
+# vCPU 1 at +0x100: spin 200 times, then GICD_SGIR = SGI 1 to vCPU 0 (at SEND), again
+WAKER = [0xE3004000, 0xE3404800, 0xE3A08000, 0xE2888001, 0xE35800C8, 0x1AFFFFFC,
+         0xE3005001, 0xE3405001, 0xE5845F00, 0xE3A08000, 0xEAFFFFF7]
+SEND = SECONDARY + 0x20
+
+
+def test_stepping_a_vcpu_waiting_in_wfi_runs_the_machine_until_it_steps():
+    import struct
+    m = Machine(16 << 20, smp=2, console=lambda b: None)
+    for at, words in ((0, WAITER), (0x100, WAKER)):
+        m.vm.write_guest(RAM_BASE + at, struct.pack(f"<{len(words)}I", *words),
+                         debugger=True)
+    m.cpu.set_pc(RAM_BASE, False)
+    m.vcpu.quantum = 100
+    stub = GdbStub(m, slice_insns=1000)
+    cpu0, cpu1 = m.cpus
+    assert stub.handle(f"Z0,{SEND:x},4") == ["OK"]
+    assert run(stub, "vCont;c") == "T05thread:2;"
+    assert cpu1.pc == SEND and cpu0.pc == WFI + 4
+    assert stub.handle("qThreadExtraInfo,1") == [hexs("vCPU 0 (wfi)")]
+    # vCPU 0 cannot step alone: vCPU 1 runs on, its SGI wakes vCPU 0, which makes its one
+    # step (the IAR read) and stops
+    assert stub.handle(f"z0,{SEND:x},4") == ["OK"]
+    assert run(stub, "vCont;s:1;c") == "T05thread:1;"
+    assert cpu0.pc == WFI + 8 and cpu0.reg(5) == 0x401       # SGI 1 from vCPU 1
+    assert cpu1.pc != SEND
+    # now it runs: it steps alone, up to its next WFI
+    pc1 = cpu1.pc
+    for pc in (WFI + 12, WFI + 16, WFI, WFI + 4):
+        assert run(stub, "vCont;s:1;c") == "T05thread:1;" and cpu0.pc == pc
+    assert cpu1.pc == pc1 and stub.handle("qThreadExtraInfo,1") == [hexs("vCPU 0 (wfi)")]
+    # waiting again: while the machine runs for its step, vCPU 1 hits a breakpoint first
+    assert stub.handle(f"Z0,{SEND:x},4") == ["OK"]
+    assert run(stub, "vCont;s:1;c") == "T05thread:2;"
+    assert cpu1.pc == SEND and cpu0.pc == WFI + 4 and cpu0.reg(7) == 1
+
+
 def test_one_vcpu_answers_as_before():
     m = Machine()
     m.load(os.path.join(GUESTS, "hello.elf"))
