@@ -23,7 +23,6 @@ steps as a spurious wake-up, as with one vCPU. vCont's continue actions with a t
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import Callable
 
 from unicorn import UC_HOOK_CODE
