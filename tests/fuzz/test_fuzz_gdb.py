@@ -46,6 +46,24 @@ def test_fuzz_packets(fuzzer):
     assert counts["errors"] > counts["cases"] // 10       # the generator reaches error paths
 
 
+def test_fuzz_packets_with_two_vcpus():
+    """The same fuzzing against a two-vCPU machine: thread packets select vCPU 1 (its
+    registers, its stage 1) and nothing else changes."""
+    fuzzer = Fuzzer(smp=2)
+    selected = set()
+
+    @settings(max_examples=EXAMPLES // 3, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.randoms(use_true_random=False))
+    def case(rng):
+        fuzzer.check(packet(rng))
+        selected.add(fuzzer.g)
+
+    case()
+    fuzzer.check_memory()
+    assert selected == {0, 1}                           # Hg moved between the vCPUs
+
+
 @pytest.mark.parametrize("pkt", [
     pytest.param(b"X40000000,1:}", id="X-dangling-escape"),
     pytest.param(b"X40000000,2:a}", id="X-dangling-escape-after-byte"),
