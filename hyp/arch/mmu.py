@@ -184,12 +184,12 @@ class MMU:
         width = 8 if lpae else 4
 
         def read(ipa: int, level: int) -> int | Fault:
-            r = _read(ipa)
+            r = _read(ipa, level)
             if reads is not None:
                 reads.append(r[1])
             return r[0]
 
-        def _read(ipa: int):
+        def _read(ipa: int, level: int):
             page = ipa & PAGE_MASK
             s2steps = None
             if not self.stage2_enabled:
