@@ -47,21 +47,26 @@ def test_fuzz_packets(fuzzer):
 
 
 def test_fuzz_packets_with_two_vcpus():
-    """The same fuzzing against a two-vCPU machine: thread packets select vCPU 1 (its
-    registers, its stage 1) and nothing else changes."""
+    """The same fuzzing against a two-vCPU machine, half of it from each vCPU: thread packets
+    select vCPU 1 (its registers, its stage 1) and nothing else changes. The generator's own
+    Hg packets may move the selection too; each half starts from an explicit Hg so the test
+    does not depend on what a hypothesis version happens to generate."""
     fuzzer = Fuzzer(smp=2)
-    selected = set()
+    selected = []
 
-    @settings(max_examples=EXAMPLES // 3, derandomize=True, deadline=None, database=None,
+    @settings(max_examples=EXAMPLES // 6, derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(st.randoms(use_true_random=False))
     def case(rng):
         fuzzer.check(packet(rng))
-        selected.add(fuzzer.g)
 
-    case()
+    for thread, vcpu in ((1, 0), (2, 1)):
+        assert fuzzer.check(b"Hg%d" % thread) == "OK"
+        selected.append(fuzzer.g)
+        assert fuzzer.g == vcpu
+        case()
     fuzzer.check_memory()
-    assert selected == {0, 1}                           # Hg moved between the vCPUs
+    assert selected == [0, 1]
 
 
 @pytest.mark.parametrize("pkt", [
