@@ -9,12 +9,14 @@ ends in `_update`, which recomputes the one output, UARTINTR (RIS & IMSC != 0), 
 What is modelled, and the rules where the TRM leaves timing to the hardware:
 - Transmit is instantaneous: a write to UARTDR goes to the host at once, so UARTFR always
   says TXFE, never TXFF or BUSY. The transmit interrupt (TXRIS) is set by every write to
-  UARTDR (the FIFO has drained through its level: the TRM's "transition" rule, 3.4.5, so it
-  is not set just by unmasking TXIM), and cleared only by UARTICR.TXIC.
-- Receive: a 16-entry FIFO with UARTLCR_H.FEN, a 1-character holding register without it;
-  changing FEN empties it (as QEMU). Entries are 12 bits, the character with its error
-  bits [11:8] as UARTDR returns them. Input arrives only through `feed`, which the machine's
-  run loop calls between bursts of guest code, so what the guest sees is deterministic.
+  UARTDR (the FIFO has drained through its level: UARTTXINTR follows a transition, not the
+  level, so unmasking TXIM alone does not set it), and cleared only by UARTICR.TXIC.
+- Receive: a 16-entry FIFO with UARTLCR_H.FEN, a 1-character holding register without it.
+  Clearing FEN empties it (as QEMU); setting FEN keeps the character the holding register
+  has (QEMU drops it: a character typed before the guest turns its FIFO on is not lost).
+  Entries are 12 bits, the character with its error bits [11:8] as UARTDR returns them.
+  Input arrives only through `feed`, which the machine's run loop calls between bursts of
+  guest code, so what the guest sees is deterministic.
 - RXRIS is set when a character arrives and the FIFO then holds at least the trigger level
   (UARTIFLS.RXIFLSEL: 2, 4, 8, 12, 14 entries; reserved encodings act as 14; 1 without FEN),
   and cleared by UARTICR.RXIC or as soon as fewer characters than that remain.
@@ -221,9 +223,9 @@ class PL011:
         elif offset == UARTECR:
             st.rsr = 0
         elif offset == UARTLCR_H:
-            if (st.lcr_h ^ value) & LCR_H_FEN:
-                st.rx.clear()
-                st.rx_overrun = 0
+            if st.lcr_h & ~value & LCR_H_FEN:          # FIFO off: emptied (switching it on
+                st.rx.clear()                          # keeps the holding register's
+                st.rx_overrun = 0                      # character as its first entry)
             st.lcr_h = value & _BITS["lcr_h"]
             self._settle()
         elif offset == UARTIFLS:

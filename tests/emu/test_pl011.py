@@ -98,15 +98,16 @@ def test_receive_fifo_depth_and_flags(fen, depth):
     assert u.r(UARTDR) == 0                  # empty: reads zero, pops nothing
 
 
-def test_changing_fen_empties_the_fifo():
+def test_clearing_fen_empties_the_fifo_and_setting_it_keeps_the_holding_register():
     u = Uart().fifo()
     u.dev.feed(b"abc")
     u.w(UARTLCR_H, 0x60)
     assert u.r(UARTFR) & RXFE and u.r(UARTRIS) == 0
+    u.dev.feed(b"xy")                        # one fits the holding register
     u.w(UARTLCR_H, 0x70)
-    u.dev.feed(b"x")
+    u.dev.feed(b"z")
     u.w(UARTLCR_H, 0x72)                     # FEN unchanged: kept
-    assert u.r(UARTDR) == ord("x")
+    assert [u.r(UARTDR), u.r(UARTDR)] == [ord("x"), ord("z")]
 
 
 @pytest.mark.parametrize("sel,level", [(0, 2), (1, 4), (2, 8), (3, 12), (4, 14), (5, 14),
