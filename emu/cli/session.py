@@ -13,14 +13,15 @@ from ..boot.linux import boot_linux
 from ..debug.perfetto import PerfettoExporter
 from ..debug.trace import Tracer
 from ..machine import Machine
+from . import console as serial
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_INTERRUPT = 0, 1, 2, 3, 130
 LEVELS = {"1g": 1, "2m": 2, "4k": 3}
 
 
 def console(prefix: str = "", out=None):
-    """A PL011 sink writing the guest's console to stdout (or `out`), each line prefixed
-    (several VMs)."""
+    """A PL011 sink writing the guest's console to stdout (or `out`), unbuffered, each line
+    prefixed (several VMs)."""
     out = out or sys.stdout.buffer
     line = bytearray()
     tag = prefix.encode()
@@ -28,8 +29,7 @@ def console(prefix: str = "", out=None):
     def write(b: bytes) -> None:
         if not tag:
             out.write(b)
-            if b == b"\n":
-                out.flush()
+            out.flush()
             return
         line.extend(b)
         if b == b"\n":
@@ -69,6 +69,7 @@ class Session:
         self._trace_file = None
         self.tracer = None
         self.exporter = None
+        self.console: serial.Console | None = None
         self.harvests = 0
 
     def start(self) -> None:
@@ -95,6 +96,14 @@ class Session:
             print(f"[s2emu] {self.label}dirty logging on {m.ram.name} ({m.ram.npages} pages, "
                   f"{a.dirty_mode}, split {vm.split}), harvest every {a.harvest_ms:g} ms of "
                   f"virtual time", file=sys.stderr)
+        self.console = serial.for_run(a, m.uart, on_quit=lambda: m.cpu.stop.request("quit"))
+        if self.console.reads:                   # typed input, polled after every exit
+            m.vcpu.observers.append(self._poll_console)
+        self.console.start()
+
+    def _poll_console(self, kind: str, ex, outcome) -> None:
+        if kind == "handled":
+            self.console.poll()
 
     @property
     def trace_stream(self):
@@ -124,7 +133,10 @@ class Session:
         return pages
 
     def close(self, error: str | None = None) -> None:
-        """Flush the trace ring, write the Perfetto file, close the trace file."""
+        """Give the terminal back, flush the trace ring, write the Perfetto file, close the
+        trace file."""
+        if self.console:
+            self.console.close()
         if self.tracer:
             self.tracer.close(error=error)
         if self.exporter:
@@ -136,7 +148,8 @@ class Session:
         """Print the end-of-run report; return the exit status."""
         m, a = self.m, self.a
         sys.stdout.flush()
-        if m.uart.output and not m.uart.output.endswith(b"\n"):
+        on_stdout = self.console is None or self.console.on_stdout
+        if on_stdout and m.uart.output and not m.uart.output.endswith(b"\n"):
             print()
         if a.dump_s2:
             print(f"[s2emu] stage-2 mappings of VMID {m.vm.vmid} (VTTBR {m.vm.stage2.vttbr:#018x},"
@@ -157,7 +170,7 @@ class Session:
 
 def exit_status(m: Machine, result: RunResult, a: argparse.Namespace) -> int:
     if result.reason in ("off", "reset", "killed", "migrated", "quit"):
-        return EXIT_OK      # killed: by the debugger; migrated: the guest runs elsewhere now
+        return EXIT_OK      # killed: by the debugger; migrated: runs elsewhere; quit: Ctrl-A X
     if result.reason == "budget":
         if getattr(a, "max_insns", None) is None:
             return EXIT_OK                      # a bounded step session ended normally
