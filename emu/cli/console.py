@@ -1,8 +1,11 @@
 """The guest's serial console on the host, as QEMU's `-nographic` (`-serial stdio`),
 `-serial file:PATH` and `-serial none`: `--serial stdio|file:PATH|none`.
 
-With stdio the UART's output goes to stdout, unbuffered, and what the user types reaches the
-UART's receive FIFO:
+With stdio the UART's output goes to stdout: on a terminal character by character; to a pipe
+or file a line at a time (one write per line, so processes sharing a pipe do not tear each
+other's lines) and a partial line once the guest has gone FLUSH_EXITS exits or FLUSH_NS of
+virtual time without adding to it (a prompt reaches a program reading the pipe). What the
+user types reaches the UART's receive FIFO:
 - stdin a terminal (and this process in its foreground): raw mode, as QEMU sets it (no echo,
   no line editing, no signals: Ctrl-C goes to the guest; output post-processing stays on, so
   the guest's "\\n" starts a new line). The mode is restored on every way out: a normal end,
@@ -37,6 +40,11 @@ from typing import Callable
 CTRL_A = 0x01
 READ_CHUNK = 4096
 POLL_INTERVAL = 0.002           # seconds of wall clock between select() calls on stdin
+# A partial output line is flushed once the guest went this many exits, or this much virtual
+# time, without adding to it: measures of the guest's progress, so a busy host never splits
+# a line the guest is still writing.
+FLUSH_EXITS = 64
+FLUSH_NS = 1_000_000
 HELP = "\nC-a h    print this help\nC-a x    exit s2emu\nC-a C-a  sends C-a\n"
 _RESTORE_ON = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
@@ -132,11 +140,26 @@ class Console:
         self._saved_tty = None
         self._saved_handlers: dict = {}
         self._next_read = 0.0
+        self._partial = False                  # output since the last newline, maybe unflushed
+        self._quiet_exits = 0                  # polls (exits) since the guest's last output
+        self._flush_sink: Callable[[], None] | None = None
+        self._out_ns: int | None = None        # virtual time of the first of those
         if mode == "file":
             self._file = open(path, "wb", buffering=0)
             uart.sink = self._file.write
         elif mode == "none":
             uart.sink = None
+        elif uart.sink is not None:
+            uart.sink = self._watch(uart.sink)
+
+    def _watch(self, sink: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        self._flush_sink = getattr(sink, "flush", None)     # emu.cli.session.ConsoleSink
+
+        def write(b: bytes) -> None:
+            sink(b)
+            self._partial = b != b"\n"
+            self._quiet_exits, self._out_ns = 0, None
+        return write
 
     @property
     def on_stdout(self) -> bool:
@@ -195,17 +218,31 @@ class Console:
         signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
 
+    def _flush_output(self) -> None:
+        self._partial = False
+        if self._flush_sink is not None:
+            self._flush_sink()
+
     def close(self) -> None:
-        """Restore the terminal and close the output file."""
+        """Write a partial last line, restore the terminal, close the output file."""
+        self._flush_output()
         self.restore()
         if self._file is not None:
             self._file.close()
             self._file = None
 
     # ---- input --------------------------------------------------------------------------------
-    def poll(self) -> None:
-        """Between bursts: take what was typed (never waiting), pass it through the escapes,
-        and give the UART what its FIFO has room for."""
+    def poll(self, now_ns: int | None = None) -> None:
+        """After each exit (`now_ns`: the guest's virtual time): flush a partial output line
+        the guest stopped adding to (a prompt waiting for input), take what was typed (never
+        waiting), pass it through the escapes, and give the UART what its FIFO has room for."""
+        if self._partial:
+            self._quiet_exits += 1
+            if self._out_ns is None:
+                self._out_ns = now_ns
+            if self._quiet_exits >= FLUSH_EXITS or (
+                    now_ns is not None and now_ns - self._out_ns >= FLUSH_NS):
+                self._flush_output()
         if self._fd is not None and len(self.pending) < READ_CHUNK:
             now = time.monotonic()
             if now >= self._next_read:

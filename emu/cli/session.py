@@ -19,24 +19,40 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_INTERRUPT = 0, 1, 2, 3, 130
 LEVELS = {"1g": 1, "2m": 2, "4k": 3}
 
 
-def console(prefix: str = "", out=None):
-    """A PL011 sink writing the guest's console to stdout (or `out`), unbuffered, each line
-    prefixed (several VMs)."""
-    out = out or sys.stdout.buffer
-    line = bytearray()
-    tag = prefix.encode()
+class ConsoleSink:
+    """A PL011 sink writing the guest's console to stdout (or `out`): each character at once
+    to a terminal; to a pipe or file one write per line, so processes sharing it never tear
+    each other's lines, with `flush()` for a partial line (emu.cli.console calls it when the
+    guest leaves one waiting, e.g. a prompt, and at the end); with a `prefix` (several VMs)
+    whole lines only, each prefixed."""
 
-    def write(b: bytes) -> None:
-        if not tag:
-            out.write(b)
-            out.flush()
+    def __init__(self, prefix: str = "", out=None) -> None:
+        self.out = out or sys.stdout.buffer
+        self.tag = prefix.encode()
+        self.line = bytearray()
+        self.interactive = not self.tag and self.out.isatty()
+
+    def __call__(self, b: bytes) -> None:
+        if self.interactive:
+            self.out.write(b)
+            self.out.flush()
             return
-        line.extend(b)
+        self.line.extend(b)
         if b == b"\n":
-            out.write(tag + bytes(line))
-            out.flush()
-            line.clear()
-    return write
+            self.out.write(self.tag + bytes(self.line))
+            self.out.flush()
+            self.line.clear()
+
+    def flush(self) -> None:
+        """Write a partial line now (not with a prefix: its line would be split)."""
+        if self.line and not self.tag:
+            self.out.write(bytes(self.line))
+            self.out.flush()
+            self.line.clear()
+
+
+def console(prefix: str = "", out=None) -> ConsoleSink:
+    return ConsoleSink(prefix, out)
 
 
 def make_machine(a: argparse.Namespace, **kw) -> Machine:
@@ -97,13 +113,13 @@ class Session:
                   f"{a.dirty_mode}, split {vm.split}), harvest every {a.harvest_ms:g} ms of "
                   f"virtual time", file=sys.stderr)
         self.console = serial.for_run(a, m.uart, on_quit=lambda: m.cpu.stop.request("quit"))
-        if self.console.reads:                   # typed input, polled after every exit
+        if self.console.on_stdout:               # typed input and prompts: after every exit
             m.vcpu.observers.append(self._poll_console)
         self.console.start()
 
     def _poll_console(self, kind: str, ex, outcome) -> None:
         if kind == "handled":
-            self.console.poll()
+            self.console.poll(self.m.vm.clock.now_ns())
 
     @property
     def trace_stream(self):

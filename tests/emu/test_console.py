@@ -189,6 +189,29 @@ def test_commands_piped_into_the_echo_guest():
     assert summary(p)[0] == b"off"
 
 
+def test_a_partial_line_reaches_a_pipe():
+    """Output to a pipe goes a line at a time, and a line the guest leaves unfinished (a
+    prompt, or here the echo of what was typed so far) once it stops adding to it."""
+    p = subprocess.Popen(PY + ["run", "guests/echo.elf"], cwd=ROOT, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert p.stdout.readline() == b"echo: ready\n"
+        p.stdin.write(b"abc")
+        p.stdin.flush()
+        fd, got, end = p.stdout.fileno(), b"", time.monotonic() + 60
+        while got != b"abc" and time.monotonic() < end:
+            if select.select([fd], [], [], 1)[0]:
+                got += os.read(fd, 16)
+        assert got == b"abc"
+        p.stdin.write(b"\nquit\n")
+        p.stdin.close()
+        assert p.stdout.read() == b"\nABC\nquit\necho: 1 lines, bye\n"
+        assert p.wait(timeout=60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
 @pytest.mark.skipif(QEMU is None, reason="qemu-system-arm not installed (Debian: qemu-system-arm)")
 def test_echo_guest_answers_the_same_on_qemu():
     """QEMU's -nographic reads the same pipe; the lines go in once the guest is ready (QEMU
