@@ -142,8 +142,8 @@ class Console:
         self._next_read = 0.0
         self._partial = False                  # output since the last newline, maybe unflushed
         self._quiet_exits = 0                  # polls (exits) since the guest's last output
-        self._flush_sink: Callable[[], None] | None = None
         self._out_ns: int | None = None        # virtual time of the first of those
+        self._flush_sink: Callable[[], None] | None = None
         if mode == "file":
             self._file = open(path, "wb", buffering=0)
             uart.sink = self._file.write
