@@ -17,7 +17,7 @@ from hyp.arch.exception import GuestException, lr_offset
 from hyp.arch.fault import Access, Fault
 from hyp.arch.s1 import S1Fault
 from hyp.arch.syndrome import Syndrome, hsr_hvc
-from hyp.exits import Hypercall, Stage2Abort
+from hyp.exits import Hypercall, Stage2Abort, WaitForEvent
 
 from . import traps
 from .decode import DecodeError, decode_access, fault_address
@@ -46,6 +46,8 @@ class CpuEvents:
         return bool(self.cp15_read("TTBCR") & TTBCR_EAE)
 
     # ---- UC_ERR_INSN_INVALID: hint, Hyp trap or undefined instruction (emu.undef) ---------
+    trap_wfe = False             # HCR.TWE: a WFE is an exit (hyp.exits.WaitForEvent)
+
     def _hint_ended(self, pc: int, thumb: bool) -> str | None:
         """WFE or YIELD completed and PC is after it ("wfe", "yield"), or None: an UNDEF or a
         trap, PC on the instruction. An UNDEF writes ESR = syn_uncategorized (0x02000000) and
@@ -66,7 +68,7 @@ class CpuEvents:
         if hint is not None:
             self._account(counted, counting)
             self.stats[hint] += 1
-            return None
+            return WaitForEvent(pc=pc) if hint == "wfe" and self.trap_wfe else None
         self._account(counted - 1, counting)            # PC is on the instruction
         t = decode_coproc(self.read_code(pc, 4), thumb)
         if t is not None:
