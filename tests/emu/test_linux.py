@@ -70,11 +70,14 @@ def type_line(m: Machine, line: str) -> int:
     """Type `line` and Enter into the console; the console offset before the echo."""
     mark = len(m.uart.output)
     data = line.encode() + b"\n"
-    while data:
+    for _ in range(4000):                   # 200 M steps: the guest must read its input
         data = data[m.uart.feed(data):]
-        if data:
-            m.run(max_insns=50_000)
-    return mark
+        if not data:
+            return mark
+        r = m.run(max_insns=50_000)
+        assert r.reason == "budget", (r, m.uart.output[-400:])
+    raise AssertionError(f"the guest reads no input: {data!r} left, console "
+                         f"{bytes(m.uart.output[-200:])!r}")
 
 
 def command(m: Machine, line: str) -> str:
