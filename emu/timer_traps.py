@@ -117,15 +117,19 @@ class VirtualCounter:
         return max(self._floor, self._last_exit_host - self._off)
 
     # migration (hyp.migration.state devices): a destination's CNTVCT goes on from there
+    # (KVM migrates the counter too, KVM_REG_ARM_TIMER_CNT). The value depends on the host
+    # clock - the one field of a stream that does - so it is fixed-width: a stream's length
+    # stays deterministic.
     def save(self) -> dict:
-        return {"seen": self.seen()}
+        return {"seen": f"{self.seen() & ((1 << 64) - 1):016x}"}
 
     def load(self, state) -> None:
-        if not isinstance(state, dict) or set(state) != {"seen"} or \
-                not isinstance(state["seen"], int) or not 0 <= state["seen"] < 1 << 64:
-            raise ValueError(f"virtual counter state must be {{seen: 64-bit count}}, "
+        seen = state.get("seen") if isinstance(state, dict) and set(state) == {"seen"} else None
+        if not isinstance(seen, str) or len(seen) != 16 or \
+                any(c not in "0123456789abcdef" for c in seen):
+            raise ValueError(f"virtual counter state must be {{seen: 16 hex digits}}, "
                              f"got {state!r:.60}")
-        self._floor, self._off = state["seen"], None
+        self._floor, self._off = int(seen, 16), None
 
     def enter(self, virtual: int) -> None:
         host = self.host_counter()

@@ -112,3 +112,43 @@ def test_an_armed_timer_and_gic_state_migrate():
     r = dest.run(max_insns=10_000)
     assert r.reason == "off" and dest.cpu.reg(7) == IRQ
     assert dest.vm.clock.now_ns() >= 50_000 * 16
+
+
+class _FakeUc:
+    def __init__(self):
+        self.off = None
+
+    def reg_write(self, reg, value):
+        self.off = value[-1]
+
+
+@pytest.mark.parametrize("state", [
+    pytest.param(None, id="not-a-mapping"),
+    pytest.param({"seen": 5}, id="int-not-hex"),
+    pytest.param({"seen": "5"}, id="short"),
+    pytest.param({"seen": "zz" * 8}, id="not-hex"),
+    pytest.param({"seen": "0" * 16, "x": 1}, id="extra-key"),
+])
+def test_virtual_counter_state_is_validated(state):
+    from emu.timer_traps import VirtualCounter
+    vc = VirtualCounter(_FakeUc(), lambda: 1000)
+    with pytest.raises(ValueError, match="virtual counter state"):
+        vc.load(state)
+
+
+def test_a_restored_virtual_counter_goes_on_from_what_the_guest_may_have_read():
+    """Source: CNTVCT ran ahead of virtual time on the host clock during a burst; the
+    destination's first entry must not show a smaller value (KVM_REG_ARM_TIMER_CNT)."""
+    from emu.timer_traps import VirtualCounter
+    host = [10_000]
+    src = VirtualCounter(_FakeUc(), lambda: host[0])
+    src.enter(virtual=100)                      # CNTVCT = 100 at host 10,000
+    host[0] += 5_000                            # the burst lasts 5,000 host ticks
+    src.exit()
+    state = src.save()
+    assert int(state["seen"], 16) == 5_100
+    dst_uc = _FakeUc()
+    dst = VirtualCounter(dst_uc, lambda: 777)
+    dst.load(state)
+    dst.enter(virtual=200)                      # virtual time is behind what was read
+    assert 777 - dst_uc.off == 5_100            # CNTVCT = host - CNTVOFF goes on from there
