@@ -16,6 +16,8 @@ The rows and how each is measured and checked:
                         virtual downtime (idle, dirtying guest), wall seconds per GiB
   bench/mmu_rows.py     the guest's own MMU: ALU/load/store MMU on vs off, the cost of a TLB
                         miss that walks both stages (guest end to end, and MMU.fill alone)
+  bench/linux_rows.py   Debian's kernel: boot to /init in wall seconds, guest MIPS, and the
+                        ratio to qemu-system-arm TCG on the same kernel and initrd
 Shared machinery (sizes, timing, Result, the row registry, output) is in bench/common.py.
 """
 from __future__ import annotations
@@ -37,13 +39,14 @@ if ROOT not in sys.path:
 
 import unicorn  # noqa: E402
 
-from bench import dirty_rows, guest_speed, migration_rows, mmu_rows, trace_rows  # noqa: E402
+from bench import (dirty_rows, guest_speed, linux_rows, migration_rows, mmu_rows,  # noqa: E402
+                   trace_rows)
 from bench.common import (DEFAULT, QUICK, BenchError, Context, Result,  # noqa: E402
                           json_line, pin_malloc, table)
 
 # every row function, in the order they run
 ROWS = guest_speed.ROWS + dirty_rows.ROWS + trace_rows.ROWS + migration_rows.ROWS + \
-    mmu_rows.ROWS
+    mmu_rows.ROWS + linux_rows.ROWS
 
 
 def header(ctx: Context, quick: bool, rows: list[str] | None = None) -> str:
@@ -54,7 +57,8 @@ def header(ctx: Context, quick: bool, rows: list[str] | None = None) -> str:
                        cpu)
     except OSError:
         pass
-    own = dirty_rows.DIRTY_ROWS | migration_rows.MIGRATION_ROWS | mmu_rows.MMU_ROWS
+    own = dirty_rows.DIRTY_ROWS | migration_rows.MIGRATION_ROWS | mmu_rows.MMU_ROWS | \
+        linux_rows.LINUX_ROWS
     speed = rows is None or any(r not in own for r in rows)
     logging = rows is None or any(r in dirty_rows.DIRTY_ROWS for r in rows)
     migration = rows is None or any(r in migration_rows.MIGRATION_ROWS for r in rows)
@@ -72,6 +76,8 @@ def header(ctx: Context, quick: bool, rows: list[str] | None = None) -> str:
         lines += migration_rows.header_lines(ctx)
     if mmu:
         lines += mmu_rows.header_lines(ctx)
+    if rows is None or any(r in linux_rows.LINUX_ROWS for r in rows):
+        lines += linux_rows.header_lines(ctx)
     return "\n".join(lines)
 
 

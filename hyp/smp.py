@@ -36,6 +36,7 @@ class Scheduler:
         self.halted = [False] * len(vcpus)
         self.current = 0
         self._next = 0
+        self._left = 0               # steps left in the current vCPU's turn
 
     @property
     def cpu(self):
@@ -55,27 +56,40 @@ class Scheduler:
                 return RunResult("budget", done)
             if until_ns is not None and clock.now_ns() >= until_ns:
                 return RunResult("time", done)
-            i = self._pick()
-            if i is None:
-                reason = self._sleep(until_ns)
-                if reason is not None:
-                    return RunResult(reason, done)
-                continue
+            if self._left > 0 and self._runnable(self.current):
+                i = self.current               # the rest of a turn a caller's budget cut
+            else:
+                i = self._pick()
+                if i is None:
+                    reason = self._sleep(until_ns)
+                    if reason is not None:
+                        return RunResult(reason, done)
+                    continue
+                self._left = self.quantum
             self.current = i
             self.on_switch(i)
             self.power.started(i)
-            budget = self.quantum if max_insns is None else min(self.quantum, max_insns - done)
+            budget = self._left if max_insns is None else min(self._left, max_insns - done)
             left = None if deadline is None else max(1e-3, deadline - time.monotonic())
             r = self.vcpus[i].run(max_insns=budget, timeout=left, slice_insns=slice_insns,
                                   until_ns=until_ns)
             done += r.instructions
+            self._left -= r.instructions
+            if r.reason == "budget":
+                if self._left <= 0:
+                    self._next = i + 1
+                continue
+            self._left = 0
             self._next = i + 1
-            if r.reason in ("budget", "cpu-off"):
+            if r.reason == "cpu-off":
                 continue
             if r.reason == "halted":
                 self.halted[i] = True
                 continue
             return RunResult(r.reason, done, r.error, r.exit)
+
+    def _runnable(self, i: int) -> bool:
+        return self.power.states[i] != OFF and not self.halted[i]
 
     def _pick(self) -> int | None:
         n = len(self.vcpus)

@@ -53,11 +53,12 @@ def _gdb_stub(session: Session, a: argparse.Namespace):
 
 
 def _step(session: Session, a: argparse.Namespace, target: int | None) -> RunResult:
-    cpu = session.m.cpu
     if target is not None:
-        cpu.add_breakpoint(target)
+        for cpu in session.m.cpus:                   # whichever vCPU gets there first
+            cpu.add_breakpoint(target)
         result = session.run(max_insns=a.max_insns, timeout=a.timeout)
-        cpu.remove_breakpoint(target)
+        for cpu in session.m.cpus:
+            cpu.remove_breakpoint(target)
         if result.reason != "debug":
             print(f"s2emu: error: the guest never reached {a.start} ({result.reason})",
                   file=sys.stderr)

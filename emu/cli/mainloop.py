@@ -5,7 +5,8 @@ Each VM runs `SLICE` steps per turn, so several VMs share the CPU deterministica
 guest-visible behaviour never depends on the slicing: time is its own virtual clock). A
 monitor command wakes a running guest at its next safe point (emu.stop); a paused VM waits for
 commands. A VM ends when it powers off, fails, is interrupted, or has migrated away
-("migrated": its guest runs on elsewhere).
+("migrated": its guest runs on elsewhere); Ctrl-A X on the console (emu.cli.console) ends
+them all.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class MainLoop:
                 r = v.session.run(max_insns=budget, timeout=wall)
                 v.steps += r.instructions
                 self._handled(v, r, left)
-                if r.reason in ("interrupt", "timeout"):
+                if r.reason in ("interrupt", "timeout", "quit"):      # quit: Ctrl-A X
                     for other in self.vms:
                         self._end(other, RunResult(r.reason, other.steps))
                     return [x.result for x in self.vms]

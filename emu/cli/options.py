@@ -12,6 +12,7 @@ from ..debug.gdb_packets import parse_listen
 from ..debug.trace import FORMATS, KINDS, TraceError, parse_kinds, parse_range
 from ..machine import MAX_SMP, check_ram_size, parse_size
 from ..migration import parse_uri
+from .console import parse_serial
 
 STEP_TRACE = "s1,s2,tlb,dirty,exc,exit,mmio,hyp"
 VERSION = "0.2.0"
@@ -155,6 +156,13 @@ def _bandwidth(text: str) -> int:
     return parse_size(text) if text[-1:].upper() in "KMG" else _positive(text)
 
 
+def _serial(text: str) -> str:
+    mode, path = parse_serial(text)
+    if mode == "file":
+        _out_path(path)
+    return text
+
+
 def _qmp_address(text: str) -> str:
     kind, sep, rest = text.partition(":")
     if kind == "tcp" and sep:
@@ -256,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "loopback unless a host is given; port 0 picks a free one)")
     r.add_argument("--gdb-wait", action="store_true",
                    help="with --gdb: stop before the first instruction until gdb connects")
+    r.add_argument("--serial", type=_arg(_serial), default="stdio",
+                   metavar="stdio|file:PATH|none",
+                   help="the UART: stdio (default; a terminal on stdin is put in raw mode: "
+                   "Ctrl-A X quits, Ctrl-A H helps; piped stdin is read as it is), file:PATH "
+                   "(output only), none (discarded)")
     r.add_argument("--vmid-bits", type=_arg(_vmid_bits), default=8,
                    help="VMID width (1-8; fewer forces VMID generation rollovers: a test knob)")
     m = r.add_argument_group("live migration")
@@ -320,7 +333,9 @@ def _check_vms(a: argparse.Namespace) -> None:
     if len(a.args) > n:
         raise UsageError(f"{len(a.args)} --args for {n} guest{'s' if n > 1 else ''}")
     one_only = [o for o, on in (("--gdb", getattr(a, "gdb", None)), ("--trace", a.trace),
-                                ("--perfetto", a.perfetto)) if on]
+                                ("--perfetto", a.perfetto),
+                                ("--serial file:", getattr(a, "serial", "").startswith("file:")))
+                if on]
     if n > 1 and one_only:
         raise UsageError(f"{one_only[0]} works with one VM")
     if len(getattr(a, "migrate_to", [])) > n:

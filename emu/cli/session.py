@@ -13,30 +13,46 @@ from ..boot.linux import boot_linux
 from ..debug.perfetto import PerfettoExporter
 from ..debug.trace import Tracer
 from ..machine import Machine
+from . import console as serial
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_INTERRUPT = 0, 1, 2, 3, 130
 LEVELS = {"1g": 1, "2m": 2, "4k": 3}
 
 
-def console(prefix: str = "", out=None):
-    """A PL011 sink writing the guest's console to stdout (or `out`), each line prefixed
-    (several VMs)."""
-    out = out or sys.stdout.buffer
-    line = bytearray()
-    tag = prefix.encode()
+class ConsoleSink:
+    """A PL011 sink writing the guest's console to stdout (or `out`): each character at once
+    to a terminal; to a pipe or file one write per line, so processes sharing it never tear
+    each other's lines, with `flush()` for a partial line (emu.cli.console calls it when the
+    guest leaves one waiting, e.g. a prompt, and at the end); with a `prefix` (several VMs)
+    whole lines only, each prefixed."""
 
-    def write(b: bytes) -> None:
-        if not tag:
-            out.write(b)
-            if b == b"\n":
-                out.flush()
+    def __init__(self, prefix: str = "", out=None) -> None:
+        self.out = out or sys.stdout.buffer
+        self.tag = prefix.encode()
+        self.line = bytearray()
+        self.interactive = not self.tag and self.out.isatty()
+
+    def __call__(self, b: bytes) -> None:
+        if self.interactive:
+            self.out.write(b)
+            self.out.flush()
             return
-        line.extend(b)
+        self.line.extend(b)
         if b == b"\n":
-            out.write(tag + bytes(line))
-            out.flush()
-            line.clear()
-    return write
+            self.out.write(self.tag + bytes(self.line))
+            self.out.flush()
+            self.line.clear()
+
+    def flush(self) -> None:
+        """Write a partial line now (not with a prefix: its line would be split)."""
+        if self.line and not self.tag:
+            self.out.write(bytes(self.line))
+            self.out.flush()
+            self.line.clear()
+
+
+def console(prefix: str = "", out=None) -> ConsoleSink:
+    return ConsoleSink(prefix, out)
 
 
 def make_machine(a: argparse.Namespace, **kw) -> Machine:
@@ -69,6 +85,7 @@ class Session:
         self._trace_file = None
         self.tracer = None
         self.exporter = None
+        self.console: serial.Console | None = None
         self.harvests = 0
 
     def start(self) -> None:
@@ -95,6 +112,14 @@ class Session:
             print(f"[s2emu] {self.label}dirty logging on {m.ram.name} ({m.ram.npages} pages, "
                   f"{a.dirty_mode}, split {vm.split}), harvest every {a.harvest_ms:g} ms of "
                   f"virtual time", file=sys.stderr)
+        self.console = serial.for_run(a, m.uart, on_quit=lambda: m.cpu.stop.request("quit"))
+        if self.console.on_stdout:               # typed input and prompts: after every exit
+            m.vcpu.observers.append(self._poll_console)
+        self.console.start()
+
+    def _poll_console(self, kind: str, ex, outcome) -> None:
+        if kind == "handled":
+            self.console.poll(self.m.vm.clock.now_ns())
 
     @property
     def trace_stream(self):
@@ -124,7 +149,10 @@ class Session:
         return pages
 
     def close(self, error: str | None = None) -> None:
-        """Flush the trace ring, write the Perfetto file, close the trace file."""
+        """Give the terminal back, flush the trace ring, write the Perfetto file, close the
+        trace file."""
+        if self.console:
+            self.console.close()
         if self.tracer:
             self.tracer.close(error=error)
         if self.exporter:
@@ -136,7 +164,8 @@ class Session:
         """Print the end-of-run report; return the exit status."""
         m, a = self.m, self.a
         sys.stdout.flush()
-        if m.uart.output and not m.uart.output.endswith(b"\n"):
+        on_stdout = self.console is None or self.console.on_stdout
+        if on_stdout and m.uart.output and not m.uart.output.endswith(b"\n"):
             print()
         if a.dump_s2:
             print(f"[s2emu] stage-2 mappings of VMID {m.vm.vmid} (VTTBR {m.vm.stage2.vttbr:#018x},"
@@ -157,7 +186,7 @@ class Session:
 
 def exit_status(m: Machine, result: RunResult, a: argparse.Namespace) -> int:
     if result.reason in ("off", "reset", "killed", "migrated", "quit"):
-        return EXIT_OK      # killed: by the debugger; migrated: the guest runs elsewhere now
+        return EXIT_OK      # killed: by the debugger; migrated: runs elsewhere; quit: Ctrl-A X
     if result.reason == "budget":
         if getattr(a, "max_insns", None) is None:
             return EXIT_OK                      # a bounded step session ended normally

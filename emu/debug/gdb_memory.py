@@ -7,6 +7,9 @@ reading them is an error (E01). Debugger writes go through `VM.write_guest`, so 
 memslot records them as dirty, and Unicorn's translated code is dropped so a patched
 instruction takes effect. An address whose stage-1 walk faults reads as unreadable, as in
 QEMU's gdbstub (cpu_memory_rw_debug); stage-1 permissions do not apply to the debugger.
+
+Stage 1 is per vCPU: a VA is translated by the MMU of the vCPU the debugger looks at (its
+gdb thread); RAM is shared, so a write drops the translated code of every vCPU.
 """
 from __future__ import annotations
 
@@ -69,9 +72,10 @@ def read_memory(vm, va: int, length: int, mmu=None) -> bytes:
     return bytes(out)
 
 
-def write_memory(vm, cpu, va: int, data: bytes) -> bool:
+def write_memory(vm, cpu, va: int, data: bytes, flush: list | None = None) -> bool:
     """A debugger write: all-or-nothing, RAM/flash backing only, through write_guest
-    (dirty logging sees it). Drops Unicorn's translated code so new code runs."""
+    (dirty logging sees it); `va` through `cpu`'s stage 1. Drops Unicorn's translated code
+    of the vCPUs in `flush` (default: `cpu`) so new code runs."""
     pieces = []
     done = 0
     for ipa, n in _pieces(vm, cpu.mmu, va, len(data)):
@@ -82,7 +86,8 @@ def write_memory(vm, cpu, va: int, data: bytes) -> bool:
     for ipa, chunk in pieces:
         vm.write_guest(ipa, chunk, debugger=True)
     if data:
-        cpu.flush_translations()            # all of it: no TLB fill (see there)
+        for c in flush or [cpu]:
+            c.flush_translations()          # all of it: no TLB fill (see there)
     return True
 
 
@@ -102,7 +107,7 @@ def read_mem_packet(vm, args: str, mmu=None) -> str:
     return hex_bytes(data)
 
 
-def write_mem_hex_packet(vm, cpu, args: str) -> str:
+def write_mem_hex_packet(vm, cpu, args: str, flush: list | None = None) -> str:
     try:
         spec, sep, hexdata = args.partition(":")
         addr, length = parse_addr_len(spec)
@@ -111,10 +116,10 @@ def write_mem_hex_packet(vm, cpu, args: str) -> str:
         return "E01"
     if not sep or len(data) != length:
         return "E01"
-    return "OK" if write_memory(vm, cpu, addr, data) else "E01"
+    return "OK" if write_memory(vm, cpu, addr, data, flush) else "E01"
 
 
-def write_mem_binary_packet(vm, cpu, args: bytes) -> str:
+def write_mem_binary_packet(vm, cpu, args: bytes, flush: list | None = None) -> str:
     spec, sep, raw = args.partition(b":")
     try:
         addr, length = parse_addr_len(spec.decode("latin-1"))
@@ -125,4 +130,4 @@ def write_mem_binary_packet(vm, cpu, args: bytes) -> str:
         return "E01"
     if len(data) != length:
         return "E01"
-    return "OK" if write_memory(vm, cpu, addr, data) else "E01"
+    return "OK" if write_memory(vm, cpu, addr, data, flush) else "E01"

@@ -1,6 +1,9 @@
 """The `monitor` commands of the GDB stub (emu.debug.gdbstub): stage-1 and stage-2 walk and
 dump, dirty log, TLB, statistics, and the fault-stop setting. Everything here only reads the machine, except
 `fault-stop`, which changes the stub's `FaultStop` setting.
+
+`s1 walk` and `s1 dump` use the stage 1 of the vCPU gdb selected (its thread: each vCPU has
+its own translation registers); with several vCPUs `stats` lists each one's counts.
 """
 from __future__ import annotations
 
@@ -94,17 +97,19 @@ class FaultStop:
         return text
 
 
-def monitor(machine, faults: FaultStop, line: str) -> str:
-    """Run one monitor command (as `monitor LINE` in gdb); returns its output."""
+def monitor(machine, faults: FaultStop, line: str, cpu=None) -> str:
+    """Run one monitor command (as `monitor LINE` in gdb); returns its output. `cpu`: the
+    vCPU whose stage 1 `s1` commands show (default: vCPU 0)."""
+    mmu = (cpu or machine.cpu).mmu
     words = shlex.split(line)
     if not words or words[0] == "help":
         return HELP
     cmd, args = words[0], words[1:]
     if cmd == "s1" and args[:1] == ["walk"] and len(args) == 2:
-        return "\n".join(explain_s1(machine.mmu, _num(args[1]))) + "\n"
+        return "\n".join(explain_s1(mmu, _num(args[1]))) + "\n"
     if cmd == "s1" and args[:1] == ["dump"] and len(args) in (1, 3):
         lo, hi = _range(args[1], args[2]) if len(args) == 3 else (0, 1 << 32)
-        return _dump_s1(machine.mmu, lo, hi)
+        return _dump_s1(mmu, lo, hi)
     if cmd == "s2" and args[:1] == ["walk"] and len(args) == 2:
         return _walk(machine, _num(args[1]))
     if cmd == "s2" and args[:1] == ["dump"] and len(args) in (1, 3):
@@ -115,7 +120,7 @@ def monitor(machine, faults: FaultStop, line: str) -> str:
     if cmd == "tlb" and not args:
         return _tlb(machine)
     if cmd == "stats" and not args:
-        return _stats(machine.cpu, machine.vm)
+        return _stats(getattr(machine, "cpus", [machine.cpu]), machine.vm)
     if cmd == "fault-stop":
         return faults.command(args)
     raise ValueError(f"unknown monitor command {line.strip()!r}")
@@ -223,9 +228,13 @@ def _tlb(machine) -> str:
     return "\n".join(out) + "\n"
 
 
-def _stats(cpu, vm) -> str:
-    out = [f"instructions {cpu.instructions}, virtual time {vm.clock.now_ns() / 1e6:.3f} ms, "
+def _stats(cpus, vm) -> str:
+    total = sum(c.instructions for c in cpus)
+    out = [f"instructions {total}, virtual time {vm.clock.now_ns() / 1e6:.3f} ms, "
            f"VMID {vm.vmid} (generation {vm.vmid_gen})"]
     out += [f"  {k}: {v}" for k, v in sorted(vm.stats.items())]
-    out.append("  cpu: " + ", ".join(f"{k} {v}" for k, v in cpu.stats.items()))
+    for i, cpu in enumerate(cpus):
+        name = "cpu" if len(cpus) == 1 else f"cpu{i}"
+        head = "" if len(cpus) == 1 else f"instructions {cpu.instructions}, "
+        out.append(f"  {name}: " + head + ", ".join(f"{k} {v}" for k, v in cpu.stats.items()))
     return "\n".join(out) + "\n"

@@ -81,30 +81,52 @@ def parse_addr_len(spec: str) -> tuple[int, int]:
     return addr, length
 
 
-def thread_ok(text: str, any_ok: bool = False) -> bool:
-    """A thread-id naming our one thread (THREAD_ID); with `any_ok` also 0 (any) and -1
-    (all), as H takes."""
+def parse_thread(text: str, threads: int = 1, any_ok: bool = False) -> int:
+    """A thread-id: one of our threads, THREAD_ID (1, vCPU 0) to `threads` (vCPU
+    threads - 1); with `any_ok` also 0 (any thread) and -1 (all), as H and vCont take.
+    ValueError otherwise."""
     if any_ok and text in ("-1", "0"):
-        return True
+        return int(text)
+    tid = parse_hex(text)
+    if not THREAD_ID <= tid < THREAD_ID + threads:
+        raise ValueError(f"no thread {text!r}")
+    return tid
+
+
+def thread_ok(text: str, any_ok: bool = False, threads: int = 1) -> bool:
+    """Does `text` name a thread (parse_thread)?"""
     try:
-        return parse_hex(text) == THREAD_ID
+        parse_thread(text, threads, any_ok)
     except ValueError:
         return False
+    return True
 
 
 _VCONT_ACTION = re.compile(r"(?:[cs]|[CS][0-9a-fA-F]{2})(?::(-1|[0-9a-fA-F]+))?")
 
 
-def _vcont_action_ok(action: str) -> bool:
+def _vcont_action_ok(action: str, threads: int) -> bool:
     m = _VCONT_ACTION.fullmatch(action)
-    return m is not None and (m.group(1) is None or thread_ok(m.group(1), True))
+    return m is not None and (m.group(1) is None or thread_ok(m.group(1), True, threads))
 
 
-def resume_ok(text: str) -> bool:
+def vcont_actions(text: str) -> list[tuple[str, int]]:
+    """The actions of a well-formed vCont packet: (verb "c"/"s", thread id; -1 for an
+    action on every thread: no thread-id, -1 or 0), leftmost first."""
+    out = []
+    for action in text[6:].split(";"):
+        verb, _, tid = action.partition(":")
+        out.append(("s" if verb[0] in "sS" else "c",
+                    -1 if tid in ("", "-1", "0") else int(tid, 16)))
+    return out
+
+
+def resume_ok(text: str, threads: int = 1) -> bool:
     """Well-formed c/s [ADDR], C/S SIG[;ADDR] or vCont;ACTION[:TID]... (the actions we
-    offer: c C s S; TID our thread, 0 or -1), the address 32-bit and the signal a byte."""
+    offer: c C s S; TID one of our `threads`, 0 or -1), the address 32-bit and the signal a
+    byte."""
     if text.startswith("vCont;"):
-        return all(_vcont_action_ok(a) for a in text[6:].split(";"))
+        return all(_vcont_action_ok(a, threads) for a in text[6:].split(";"))
     args = text[1:]
     try:
         if text[0] in "CS":

@@ -5,8 +5,9 @@
 
 `serve` runs the guest under the debugger and returns the final `RunResult` ("off"/"reset"
 when the guest powers off, "killed" after gdb's `kill`, or whatever ended the run after the
-debugger detached). The debugger sees one thread (the vCPU) with the `org.gnu.gdb.arm.core`
-registers (r0-r12, sp, lr, pc, cpsr).
+debugger detached). The debugger sees one thread per vCPU (thread id N + 1 for vCPU N:
+emu.debug.gdb_threads, all-stop) with the `org.gnu.gdb.arm.core` registers (r0-r12, sp, lr,
+pc, cpsr).
 
 Nothing the debugger does changes what the guest computes:
 - Memory goes through the side-effect-free debug path: VA -> IPA (the MMU is off: VA = IPA)
@@ -50,7 +51,8 @@ watched lengths 1..1 MiB. A read longer than the PacketSize we advertise is answ
 
 The stub is split by purpose: gdb_packets (RSP framing, target.xml, registers), gdb_memory
 (the debug memory path), gdb_breakpoints (Z/z), gdb_run (continue, step, stop replies),
-gdb_monitor (`monitor` commands); this module serves the connection and dispatches packets.
+gdb_monitor (`monitor` commands), gdb_threads (threads: qfThreadInfo, H, T, ...); this
+module serves the connection and dispatches packets.
 """
 from __future__ import annotations
 
@@ -64,14 +66,14 @@ from typing import Callable
 from hyp.vcpu import RunResult
 
 from ..cpu import GuestCrash
+from . import vcpus
 from .gdb_memory import (read_mem_packet, read_memory, write_mem_binary_packet,
                          write_mem_hex_packet, write_memory)
 from .gdb_monitor import monitor as run_monitor
 from .gdb_monitor import monitor_packet
-from .gdb_packets import (INTERRUPT, PACKET_SIZE, TARGET_XML, THREAD_ID, Connection,
-                          hex_bytes, parse_listen, read_all_regs, read_reg,
-                          thread_ok, write_all_regs, write_reg, xfer_features)
-from .gdb_run import SIGTRAP, TERMINAL, RunControl, Stop
+from .gdb_packets import (INTERRUPT, PACKET_SIZE, TARGET_XML, Connection, parse_listen,
+                          read_all_regs, read_reg, write_all_regs, write_reg, xfer_features)
+from .gdb_run import TERMINAL, RunControl
 
 __all__ = ["GdbStub", "parse_listen", "TARGET_XML"]
 
@@ -155,19 +157,25 @@ class GdbStub:
             self._ctl.clear()
             lsock.close()
 
+    @property
+    def thread_cpu(self):
+        """The vCPU the debugger looks at (its selected thread, Hg)."""
+        return self._ctl.threads.cpu
+
     def read_memory(self, va: int, length: int) -> bytes:
-        """Guest memory as the debugger sees it: RAM and flash backing only, no side effect.
-        Stops at the first byte outside every memslot (a short read)."""
-        return read_memory(self.vm, va, length, self.cpu.mmu)
+        """Guest memory as the debugger sees it (through the selected vCPU's stage 1): RAM
+        and flash backing only, no side effect. Stops at the first byte outside every
+        memslot (a short read)."""
+        return read_memory(self.vm, va, length, self.thread_cpu.mmu)
 
     def write_memory(self, va: int, data: bytes) -> bool:
         """A debugger write: all-or-nothing, RAM/flash backing only, through write_guest
-        (dirty logging sees it). Drops Unicorn's translated code so new code runs."""
-        return write_memory(self.vm, self.cpu, va, data)
+        (dirty logging sees it). Drops every vCPU's translated code so new code runs."""
+        return write_memory(self.vm, self.thread_cpu, va, data, self._ctl.threads.cpus)
 
     def monitor(self, line: str) -> str:
         """Run one monitor command (as `monitor LINE` in gdb); returns its output."""
-        return run_monitor(self.machine, self._ctl.faults, line)
+        return run_monitor(self.machine, self._ctl.faults, line, self.thread_cpu)
 
     def handle(self, packet: bytes | str, attached: bool = True,
                timeout: float | None = None) -> list[str]:
@@ -241,13 +249,14 @@ class GdbStub:
                 budget = min(budget, max_insns - free_insns)
             if timeout is not None and free_time >= timeout:
                 return self._ctl.final(RunResult("timeout", 0))
-            t0, i0 = time.monotonic(), self.cpu.progress
-            self.cpu.resume_from_breakpoint()   # someone else's breakpoint: run past it
+            t0, i0 = time.monotonic(), vcpus.steps(self.machine)
+            for cpu in self._ctl.threads.cpus:
+                cpu.resume_from_breakpoint()    # someone else's breakpoint: run past it
             try:
                 r = self.vcpu.run(max_insns=budget)
             except GuestCrash as e:
                 return self._ctl.final(RunResult("error", 0, str(e)))
-            free_insns += self.cpu.progress - i0
+            free_insns += vcpus.steps(self.machine) - i0
             free_time += time.monotonic() - t0
             if r.reason not in ("budget", "debug"):
                 return self._ctl.final(r)
@@ -255,7 +264,7 @@ class GdbStub:
     def _session(self, conn: Connection) -> RunResult | None:
         """Serve one debugger until it detaches or disconnects (None: the guest runs on) or
         the session ends the guest (its RunResult)."""
-        self._ctl.last_stop = Stop(SIGTRAP)
+        self._ctl.new_session()
         attached = not (self._wait and self._first_session)
         self._first_session = False
         try:
@@ -290,6 +299,7 @@ class GdbStub:
         text = pkt.decode("latin-1")
         cmd = text[:1]
         ctl = self._ctl
+        cpu = ctl.threads.cpu                   # the selected thread's vCPU (Hg)
         if text.startswith("qSupported"):
             feats = text.partition(":")[2].split(";")
             ctl.swbreak = "swbreak+" in feats
@@ -304,21 +314,21 @@ class GdbStub:
         elif text == "?":
             conn.send(ctl.last_stop.reply())
         elif text == "g":
-            conn.send(read_all_regs(self.cpu))
+            conn.send(read_all_regs(cpu))
         elif cmd == "G":
-            conn.send(write_all_regs(self.cpu, text[1:]))
+            conn.send(write_all_regs(cpu, text[1:]))
         elif cmd == "p":
-            conn.send(read_reg(self.cpu, text[1:]))
+            conn.send(read_reg(cpu, text[1:]))
         elif cmd == "P":
-            conn.send(write_reg(self.cpu, text[1:]))
+            conn.send(write_reg(cpu, text[1:]))
         elif cmd == "m":
-            conn.send(read_mem_packet(self.vm, text[1:], self.cpu.mmu))
+            conn.send(read_mem_packet(self.vm, text[1:], cpu.mmu))
         elif cmd == "M":
-            conn.send(write_mem_hex_packet(self.vm, self.cpu, text[1:]))
+            conn.send(write_mem_hex_packet(self.vm, cpu, text[1:], ctl.threads.cpus))
         elif cmd == "X":
-            conn.send(write_mem_binary_packet(self.vm, self.cpu, pkt[1:]))
+            conn.send(write_mem_binary_packet(self.vm, cpu, pkt[1:], ctl.threads.cpus))
         elif cmd in ("Z", "z"):
-            conn.send(ctl.points.packet(text))
+            conn.send(ctl.points.packet(text, cpu.mmu))
         elif text.startswith("vCont;"):
             return ctl.vcont_packet(conn, text)
         elif cmd in ("c", "s", "C", "S"):
@@ -329,28 +339,18 @@ class GdbStub:
             if text.startswith("vKill"):
                 conn.send("OK")
             self.log("gdb killed the guest")
-            return RunResult("killed", self.cpu.instructions - ctl.start_insns,
+            return RunResult("killed", vcpus.instructions(self.machine) - ctl.start_insns,
                              "killed by the debugger")
         elif cmd == "D":
             conn.send("OK")
             return "detach"
         elif text.startswith("qRcmd,"):
             monitor_packet(conn, text[len("qRcmd,"):], self.monitor)
-        elif text == "qC":
-            conn.send(f"QC{THREAD_ID:x}")
         elif text.startswith("qAttached"):
             conn.send("1" if attached else "0")
-        elif text == "qfThreadInfo":
-            conn.send(f"m{THREAD_ID:x}")
-        elif text == "qsThreadInfo":
-            conn.send("l")
-        elif text.startswith("qThreadExtraInfo,"):
-            ok = thread_ok(text[len("qThreadExtraInfo,"):])
-            conn.send(hex_bytes(b"vCPU 0") if ok else "E01")
-        elif cmd == "H":
-            conn.send("OK" if text[1:2] in ("c", "g") and thread_ok(text[2:], True) else "E01")
-        elif cmd == "T":
-            conn.send("OK" if thread_ok(text[1:]) else "E01")
+        elif text in ("qC", "qfThreadInfo", "qsThreadInfo") or cmd in ("H", "T") or \
+                text.startswith("qThreadExtraInfo,"):
+            conn.send(ctl.threads.packet(text))
         elif text.startswith("qSymbol"):
             conn.send("OK")
         elif text == "qOffsets":

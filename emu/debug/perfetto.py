@@ -7,25 +7,33 @@
 Time is VIRTUAL (hyp.vtime: guest steps x ns_per_insn + sleeps), in microseconds as the
 format wants; it never reads the wall clock, so two runs give the same file. Events are kept in
 integer nanoseconds and written as exact decimals (`ts` 11.839 is 11839 ns, never a float
-rounding of it), so a slice ends exactly where the next one starts. One process (the VM), four tracks:
+rounding of it), so a slice ends exactly where the next one starts. One process (the VM), four
+tracks, or three plus one per vCPU when the machine has several:
 
-  vCPU 0          "guest" slices while guest code runs (duration = instructions executed),
+  vCPU N          "guest" slices while guest code runs (duration = instructions executed),
                   one slice per exit named "<exit>: <outcome>" (e.g. "data-abort: dirty",
                   "hvc: hvc") lasting until the vCPU resumes (zero unless the exit slept),
                   instants for exceptions delivered to the guest ("exc svc")
   stage-2 faults  an instant per stage-2 abort, named "<fault> L<level>", args HSR/HPFAR/IPA/VA
+                  (and cpu, the vCPU's index, with several)
   dirty log       an instant per harvest ("harvest", args pages) and the counter "dirty pages"
                   (pages dirtied since the last harvest)
   TLB             an instant per flush ("flush_vmid", args vmid/reason/skipped)
 
 Events: "M" metadata (names), "X" complete slices (ts, dur), "i" instants (s = "t"),
 "C" counters; every event has name/ph/ts/pid/tid. Written sorted by ts.
+
+Track ids (tid): vCPU 0 is 1, then stage-2 faults 2, dirty log 3, TLB 4, and vCPU N > 0 is
+4 + N; the vCPU tracks are sorted first. Only one vCPU runs at a time (hyp.smp), so a vCPU's
+guest slice starts when its previous exit ended or another vCPU's last did, whichever is later
+(as with one vCPU, virtual time the machine slept in WFI is inside the next guest slice).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+from functools import partial
 from typing import TextIO
 
 from hyp.arch.fault import FaultType
@@ -36,8 +44,11 @@ from .trace import exception_name, exit_name
 
 PID = 1
 TID_VCPU, TID_FAULTS, TID_DIRTY, TID_TLB = 1, 2, 3, 4
-_TRACKS = {TID_VCPU: "vCPU 0", TID_FAULTS: "stage-2 faults", TID_DIRTY: "dirty log",
-           TID_TLB: "TLB"}
+
+
+def vcpu_tid(i: int) -> int:
+    """The track of vCPU i."""
+    return TID_VCPU if i == 0 else TID_TLB + i
 _FAULT = {FaultType.ADDRESS_SIZE: "address-size", FaultType.TRANSLATION: "translation",
           FaultType.ACCESS_FLAG: "access-flag", FaultType.PERMISSION: "permission",
           FaultType.EXTERNAL: "external", FaultType.EXTERNAL_WALK: "external-walk"}
@@ -50,11 +61,13 @@ class PerfettoExporter:
     def __init__(self, machine) -> None:
         self.m = machine
         self.events: list[dict] = []
+        self._cpus = list(getattr(machine, "cpus", [machine.cpu]))
         clock = machine.vm.clock
         # cpu.instructions - clock.instructions: the clock catches up after each cpu.run
-        self._insn_offset = machine.cpu.progress - clock.instructions
-        self._resume_ns = clock.now_ns()
-        self._exit: tuple[int, object, dict, dict | None] | None = None
+        self._insn_offset = self._steps() - clock.instructions
+        self._resume_ns = [clock.now_ns()] * len(self._cpus)   # each vCPU's last exit end
+        self._last_end_ns = clock.now_ns()                     # any vCPU's last exit end
+        self._exit: tuple[int, object, dict, dict | None, int] | None = None
         self._flush_reason: str | None = None
         self._dirty: set[tuple[int, int]] = set()   # (slot, gfn) dirtied since the last harvest
         self._dirty_shown = 0
@@ -62,8 +75,9 @@ class PerfettoExporter:
         self._subs = [(machine.vcpu.observers, self._on_vcpu),
                       (machine.vm.stage2.observers, self._on_stage2),
                       (machine.host.tlb.listeners, self._on_tlb),
-                      (machine.vm.dirty_observers, self._on_dirty),
-                      (machine.cpu.exception_observers, self._on_exception)]
+                      (machine.vm.dirty_observers, self._on_dirty)]
+        self._subs += [(cpu.exception_observers, partial(self._on_exception, i))
+                       for i, cpu in enumerate(self._cpus)]
         for lst, fn in self._subs:
             lst.append(fn)
         self._counter()
@@ -91,11 +105,15 @@ class PerfettoExporter:
         self._finish_exit("error")
         meta: list[dict] = [{"name": "process_name", "ph": "M", "ts": 0, "pid": PID, "tid": 0,
                              "args": {"name": f"s2emu {self.m.vm.name} (virtual time)"}}]
-        for tid, name in _TRACKS.items():
+        n = len(self._cpus)
+        tracks = [(vcpu_tid(i), f"vCPU {i}", i + 1) for i in range(n)]
+        tracks[1:1] = [(TID_FAULTS, "stage-2 faults", n + 1), (TID_DIRTY, "dirty log", n + 2),
+                       (TID_TLB, "TLB", n + 3)]
+        for tid, name, order in tracks:
             meta.append({"name": "thread_name", "ph": "M", "ts": 0, "pid": PID, "tid": tid,
                          "args": {"name": name}})
             meta.append({"name": "thread_sort_index", "ph": "M", "ts": 0, "pid": PID,
-                         "tid": tid, "args": {"sort_index": tid}})
+                         "tid": tid, "args": {"sort_index": order}})
         conv = _exact if exact else (lambda ns: ns / 1000)
         events = []
         for e in sorted(self.events, key=lambda e: e["ts"]):         # stable
@@ -118,12 +136,19 @@ class PerfettoExporter:
             f.write(text)
 
     # ---- events ------------------------------------------------------------------------
+    def _steps(self) -> int:
+        """Steps of every vCPU so far, exact from inside a run too."""
+        return sum(c.insn_index() for c in self._cpus)
+
+    def _current(self) -> int:
+        """The vCPU running now."""
+        return getattr(self.m, "current", 0) if len(self._cpus) > 1 else 0
+
     def _now_ns(self) -> int:
         """Virtual time now, also from inside a run (an exception delivered by the CPU): the
         clock plus the instructions the CPU ran since the clock last caught up."""
         clock = self.m.vm.clock
-        lag = self.m.cpu.insn_index() - self._insn_offset - clock.instructions - \
-            clock.in_flight()
+        lag = self._steps() - self._insn_offset - clock.instructions - clock.in_flight()
         return clock.now_ns() + max(0, lag) * clock.ns_per_insn
 
     def _ts(self, ns: int | None = None) -> int:
@@ -136,9 +161,9 @@ class PerfettoExporter:
         self.events.append(ev)
         return ev
 
-    def _slice(self, name: str, start_ns: int, end_ns: int, args: dict) -> None:
+    def _slice(self, name: str, start_ns: int, end_ns: int, args: dict, cpu: int) -> None:
         self.events.append({"name": name, "ph": "X", "ts": self._ts(start_ns),
-                            "dur": end_ns - start_ns, "pid": PID, "tid": TID_VCPU,
+                            "dur": end_ns - start_ns, "pid": PID, "tid": vcpu_tid(cpu),
                             "args": args})
 
     def _counter(self) -> None:
@@ -151,10 +176,12 @@ class PerfettoExporter:
         now = self._now_ns()
         if kind == "exit":
             self._finish_exit("error")
-            if now > self._resume_ns:
-                self._slice("guest", self._resume_ns, now,
-                            {"instructions": (now - self._resume_ns)
-                             // self.m.vm.clock.ns_per_insn})
+            cpu = self._current()
+            resumed = max(self._resume_ns[cpu], self._last_end_ns)
+            if now > resumed:
+                self._slice("guest", resumed, now,
+                            {"instructions": (now - resumed) // self.m.vm.clock.ns_per_insn},
+                            cpu)
             args = {"pc": f"{ex.pc:#010x}"}
             fault_ev = None
             if isinstance(ex, Stage2Abort):
@@ -162,20 +189,21 @@ class PerfettoExporter:
                 args.update(hsr=f"{syn.hsr:#010x}", hpfar=f"{syn.hpfar:#010x}",
                             ipa=f"{f.ipa:#x}", va=f"{f.va:#010x}", fault=_FAULT[f.type],
                             level=f.level, access=f.access.name.lower())
+                fault_args = dict(args) if len(self._cpus) == 1 else dict(args, cpu=cpu)
                 fault_ev = self._instant(TID_FAULTS, f"{_FAULT[f.type]} L{f.level}",
-                                         dict(args), now)
+                                         fault_args, now)
             elif isinstance(ex, Hypercall):
-                fid = self.m.cpu.reg(0)
+                fid = self._cpus[cpu].reg(0)
                 args.update(hsr=f"{ex.hsr:#010x}", fid=f"{fid:#010x}",
                             call=hypercall.NAMES.get(fid, "unknown"))
-            self._exit = (now, ex, args, fault_ev)
+            self._exit = (now, ex, args, fault_ev, cpu)
             return
         self._finish_exit(outcome)
 
     def _finish_exit(self, outcome: str) -> None:
         if self._exit is None:
             return
-        start, ex, args, fault_ev = self._exit
+        start, ex, args, fault_ev, cpu = self._exit
         self._exit = None
         now = self._now_ns()
         args["outcome"] = outcome
@@ -184,8 +212,8 @@ class PerfettoExporter:
         name = exit_name(ex)
         if "call" in args:
             name = f"hvc {args['call']}"
-        self._slice(f"{name}: {outcome}", start, now, args)
-        self._resume_ns = now
+        self._slice(f"{name}: {outcome}", start, now, args, cpu)
+        self._resume_ns[cpu] = self._last_end_ns = now
         if len(self._dirty) != self._dirty_shown:
             self._counter()
 
@@ -208,8 +236,8 @@ class PerfettoExporter:
         if self._exit is None and len(self._dirty) != self._dirty_shown:
             self._counter()             # outside an exit (e.g. the user wrote guest memory)
 
-    def _on_exception(self, exc, lr: int, vector: int) -> None:
-        self._instant(TID_VCPU, f"exc {exception_name(exc)}",
+    def _on_exception(self, cpu: int, exc, lr: int, vector: int) -> None:
+        self._instant(vcpu_tid(cpu), f"exc {exception_name(exc)}",
                       {"lr": f"{lr:#010x}", "vector": f"{vector:#010x}",
                        "injected": self._exit is not None})
 

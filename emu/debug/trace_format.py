@@ -3,7 +3,7 @@
 This module is the trace's vocabulary and format: the kinds and address ranges as the command
 line spells them (parse_kinds, parse_range), the Event record, and the text and JSON Lines form
 of each kind. The Tracer that collects the events (observer subscriptions, Unicorn hooks,
-filtering, ring buffer) is in emu/trace.py, which re-exports every public name here.
+filtering, ring buffer) is in emu/debug/trace.py, which re-exports every public name here.
 
 A `Tracer` subscribes to the machine's observer lists and, for `insn` and `mem` only, installs
 Unicorn hooks. Nothing is subscribed or installed for a kind that was not asked for, and
@@ -25,14 +25,21 @@ Kinds (`parse_kinds("insn,mem,...")`, or `all`):
   hyp    hypercalls: function, arguments, results
 
 Every event carries `insn`, the guest instructions completed when it happened: an `insn` or
-`mem` event carries the index of the instruction itself (0 is the first one). An instruction
+`mem` event carries the index of the instruction itself (0 is the first one). With several
+vCPUs (`Machine(smp=N)`, N > 1) `insn` counts the machine's steps - those of every vCPU, in
+the order the scheduler ran them, so indices grow through the whole trace - and each event
+also names the vCPU it happened on (`cpu`): the one whose instruction, walk, exception or
+exit it is; machine-wide events (stage-2 changes, TLB maintenance, dirty pages) name the
+vCPU running when they happened (whose exit the hypervisor was handling). With one vCPU
+there is no `cpu` field and the formats are exactly as below. An instruction
 that takes a stage-2 data abort is seen twice with the same index (before the exit and when it
 is re-executed); one emulated as MMIO, or an undefined instruction, is seen once and does not
 advance the count (the hypervisor skips it / the exception is taken instead). Without icount
 (`Machine(icount=False)`) every index is 0.
 
-Text format (`fmt="text"`; stable, golden-tested), `[insn] kind  fields`; real lines from
-tests/emu/golden/ (long ones are wrapped here; in a trace every event is one line):
+Text format (`fmt="text"`; stable, golden-tested), `[insn] kind  fields`, or with several
+vCPUs `[insn] cpuN kind  fields` (`[     20013] cpu1 exit  hvc pc=0x40000140 ...`); real
+lines from tests/emu/golden/ (long ones are wrapped here; in a trace every event is one line):
 
   [     10110] insn  0x400009e8  e52d4008   str r4, [sp, #-8]!
   [     10710] insn  0x40000b00  f84d 4d0c  str r4, [sp, #-0xc]!           (Thumb: halfwords)
@@ -61,7 +68,8 @@ An exit's line comes before the events its handling caused (dirty, s2, tlb, exc 
 mmio, hyp), all of which carry the same count. Values are hex with 0x; `mem`/`mmio` values
 are zero-padded to their size.
 
-JSON Lines (`fmt="jsonl"`): one object per event, `{"insn": int, "kind": str, ...}` plus:
+JSON Lines (`fmt="jsonl"`): one object per event, `{"insn": int, "kind": str, ...}` (with
+several vCPUs `{"insn": int, "cpu": int, "kind": str, ...}`) plus:
 
   insn   pc:int thumb:bool bytes:str asm:str
   mem    access:"R"|"W" va:int ipa:int pa:int size:int value:int
@@ -125,9 +133,10 @@ class TraceError(ValueError):
 
 
 class Event(NamedTuple):
-    insn: int           # guest instructions completed
+    insn: int           # guest instructions completed (all vCPUs': see the module doc)
     kind: str           # one of KINDS
-    data: dict          # the kind's typed fields (the JSON object minus insn/kind)
+    data: dict          # the kind's typed fields (the JSON object minus insn/cpu/kind)
+    cpu: int | None = None   # the vCPU it happened on; None on a one-vCPU machine
 
 
 # ---- parsing the command-line values ----------------------------------------------------
@@ -216,6 +225,8 @@ def json_fields(ev: Event) -> dict:
                   "asm": disassemble(data["code"], data["pc"], data["thumb"])}
     else:
         fields = ev.data
+    if ev.cpu is not None:
+        return {"insn": ev.insn, "cpu": ev.cpu, "kind": ev.kind, **fields}
     return {"insn": ev.insn, "kind": ev.kind, **fields}
 
 
@@ -302,8 +313,10 @@ _TEXT: dict[str, Callable[[dict], str]] = {
 
 
 def format_text(ev: Event) -> str:
-    """One text line (no newline): `[      insn] kind  fields`."""
-    return f"[{ev.insn:10d}] {ev.kind:<5} {_TEXT[ev.kind](ev.data)}"
+    """One text line (no newline): `[      insn] kind  fields` (`[      insn] cpuN kind
+    fields` for an event of vCPU N on a machine with several)."""
+    cpu = "" if ev.cpu is None else f"cpu{ev.cpu} "
+    return f"[{ev.insn:10d}] {cpu}{ev.kind:<5} {_TEXT[ev.kind](ev.data)}"
 
 
 def format_json(ev: Event) -> str:

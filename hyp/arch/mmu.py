@@ -13,7 +13,7 @@ own abort). `debug_walk` is the side-effect-free path for debuggers and decoders
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .descriptors import Prot
 from .fault import Access, Fault, FaultType
@@ -64,6 +64,7 @@ class MMU:
         self.s1 = S1Regime()
         self.walks = 0
         self.s1_walks = 0
+        self.s1_block_hits = 0         # misses served by a cached section/block (no walk)
         self.observers: list = []      # (va, access, result) on each stage-2 walk
         self.s1_observers: list = []   # (va, access, result, steps) on each stage-1 walk
 
@@ -96,6 +97,11 @@ class MMU:
             return entry
         leaf = None
         if regime.enabled:
+            cached = self.tlb.block_leaf(vmid, va_page, asid)
+            if cached is not None:
+                hit = self._from_block(cached, va, access, priv, vmid, asid)
+                if hit is not None:
+                    return hit
             self.s1_walks += 1
             steps: list | None = [] if self.s1_observers else None
             reads: list | None = [] if self.s1_observers else None
@@ -112,9 +118,13 @@ class MMU:
                 return leaf
             if f is not None:
                 return f
-            ipa = leaf.ipa
-        else:
-            ipa = va_page
+        return self._finish(va, access, leaf, vmid, asid)
+
+    def _finish(self, va: int, access: Access, leaf: S1Leaf | None, vmid: int,
+                asid: int | None) -> TLBEntry | Fault:
+        """Stage 2 of the page's IPA, then the combined entry into the TLB."""
+        va_page = va & PAGE_MASK
+        ipa = leaf.ipa if leaf is not None else va_page
         result = self._stage2(ipa, access)
         for fn in self.observers:
             fn(va, access, result)
@@ -131,6 +141,20 @@ class MMU:
                          prot=result.prot, level=result.level, s1=leaf, tag=tag)
         self.tlb.insert(entry)
         return entry
+
+    def _from_block(self, cached: S1Leaf, va: int, access: Access, priv: int, vmid: int,
+                    asid: int) -> TLBEntry | Fault | None:
+        """Another page of a section/block the TLB holds: its stage-1 result with this page's
+        output address (no walk, as a hardware TLB hit on the block entry), then stage 2.
+        None when the cached permissions do not allow the access: the caller walks (as for
+        any hit lacking the permission, so upgrades need no maintenance)."""
+        offset = (va & PAGE_MASK & 0xFFFFFFFF) - cached.base_va
+        leaf = replace(cached, va=va & 0xFFFFFFFF,
+                       ipa=cached.ipa - ((cached.va & PAGE_MASK) - cached.base_va) + offset)
+        if check(leaf, self.s1, access, priv) is not None:
+            return None
+        self.s1_block_hits += 1
+        return self._finish(va, access, leaf, vmid, asid)
 
     def permits(self, entry: TLBEntry, access: Access, priv: int) -> bool:
         """Does a cached entry allow the access (stage 2, and stage 1 under today's DACR)?"""
@@ -160,12 +184,12 @@ class MMU:
         width = 8 if lpae else 4
 
         def read(ipa: int, level: int) -> int | Fault:
-            r = _read(ipa)
+            r = _read(ipa, level)
             if reads is not None:
                 reads.append(r[1])
             return r[0]
 
-        def _read(ipa: int):
+        def _read(ipa: int, level: int):
             page = ipa & PAGE_MASK
             s2steps = None
             if not self.stage2_enabled:

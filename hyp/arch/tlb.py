@@ -78,6 +78,19 @@ class TLB:
         e = self._entries.get((vmid, asid, va_page))
         return e if e is not None else self._entries.get((vmid, GLOBAL, va_page))
 
+    def block_leaf(self, vmid: int, va: int, asid: int):
+        """The stage-1 leaf (hyp.arch.s1.S1Leaf) of a cached mapping larger than a page -
+        section, supersection, large page, 2 MiB or 1 GiB block - that contains `va` for this
+        ASID (or global): on hardware such a mapping is one TLB entry, so a miss on another
+        of its pages needs no stage-1 walk. None if there is none."""
+        for size in _SIZES[1:]:
+            keys = self._by_block.get((vmid, size, va & ~(size - 1) & 0xFFFFFFFF))
+            if keys:
+                for key in keys:
+                    if key[1] == GLOBAL or key[1] == asid:
+                        return self._entries[key].s1
+        return None
+
     def insert(self, entry: TLBEntry) -> None:
         key = (entry.vmid, entry.tag, entry.va_page)
         old = self._entries.get(key)

@@ -221,3 +221,29 @@ def test_lpae_ng_asid_from_ttbr_and_block_as_one_entry():
             assert e.tag == asid and e.pa_page == g.home(0x4020_0000 + va - 0x20_0000)
         assert g.mmu.tlb.invalidate_va(1, 0x30_0000, asid) == 3
         assert len(g.mmu.tlb) == 0
+
+
+def test_a_cached_section_serves_its_other_pages_without_a_walk():
+    """A section is one TLB entry on hardware: a miss on another of its pages hits it - no
+    stage-1 walk, the section's stale descriptor included - until an invalidation of any VA
+    in it; a cached entry that lacks the permission is walked again."""
+    g = short_guest()
+    mmu = g.mmu
+    assert pa(g, VA_SEC) == g.home(0x4010_0000)
+    walks = mmu.s1_walks
+    assert pa(g, VA_SEC + 0x5_4321) == g.home(0x4015_4321)
+    assert mmu.s1_walks == walks and mmu.s1_block_hits == 1
+    g.w32(IPA_BASE + 4 * 0x001, sd_section(0x4020_0000))     # remap, no maintenance
+    assert pa(g, VA_SEC + 0x6_0000) == g.home(0x4016_0000)   # stale: the cached section
+    assert mmu.s1_walks == walks
+    assert mmu.tlb.invalidate_va(1, VA_SEC + 0xF_F000, None) == 3
+    assert pa(g, VA_SEC + 0x6_0000) == g.home(0x4026_0000)   # walked afresh
+    assert mmu.s1_walks == walks + 1
+    # Read-only now, again without maintenance: a write misses on a new page, the cached
+    # section says read-only, so the MMU walks (the descriptor says read-write again: ok).
+    g.w32(IPA_BASE + 4 * 0x001, sd_section(0x4020_0000, ap=0b111))
+    mmu.tlb.invalidate_va(1, VA_SEC, None)
+    assert pa(g, VA_SEC) == g.home(0x4020_0000)              # cached read-only section
+    g.w32(IPA_BASE + 4 * 0x001, sd_section(0x4020_0000))
+    r = mmu.fill(VA_SEC + 0x7_0000, Access.WRITE)
+    assert not isinstance(r, S1Fault) and mmu.s1_walks == walks + 3

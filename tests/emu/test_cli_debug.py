@@ -1,5 +1,6 @@
 """CLI debugging: step (into a dirty-log fault), --trace to a file, ring mode, --perfetto."""
 import json
+import re
 import subprocess
 import sys
 
@@ -92,3 +93,13 @@ def test_one_step_is_one_instruction_or_exception_entry(args, last):
     lines = p.stderr.strip().splitlines()
     assert sum("] step " in l for l in lines) == 1
     assert lines[-1].strip() == last
+
+
+def test_step_with_several_vcpus_names_the_vcpu_of_each_step():
+    p = s2emu("step", "guests/irq.elf", "--smp", "2", "--from", "main", "--count", "2", "-q")
+    assert p.returncode == 0, p.stderr
+    steps = [l for l in p.stderr.splitlines() if "] cpu" in l and " step " in l]
+    assert len(steps) == 2
+    assert all(re.match(r"\[ *\d+\] cpu0 step [12]: 0x", l) for l in steps), steps
+    p = s2emu("step", "guests/irq.elf", "--count", "1", "-q")          # one vCPU: no marker
+    assert re.match(r"\[ +0\] step 1: 0x40000000 ", p.stderr), p.stderr

@@ -107,3 +107,21 @@ def test_two_vcpus_migrate_mid_run_and_finish_on_the_destination():
     r = dest.run(max_insns=2_000_000)
     assert r.reason == "off", r
     assert word(dest, DATA) == 2 * N and word(dest, DATA + 8) == 0x42
+
+
+@pytest.mark.parametrize("slice_insns", [37, 4999, 100_000])
+def test_the_schedule_does_not_depend_on_how_the_run_is_sliced(slice_insns):
+    """A caller's budget (--max-insns, the main loop, a debugger's slices) ending in the
+    middle of a vCPU's turn does not change the interleaving: the turn goes on next call."""
+    whole = two_cpus()
+    r = whole.run(max_insns=2_000_000)
+    sliced = two_cpus()
+    total = 0
+    while True:
+        s = sliced.run(max_insns=slice_insns)
+        total += s.instructions
+        if s.reason != "budget":
+            break
+    assert (s.reason, total) == (r.reason, r.instructions)
+    assert [c.instructions for c in sliced.cpus] == [c.instructions for c in whole.cpus]
+    assert sliced.vm.clock.now_ns() == whole.vm.clock.now_ns()

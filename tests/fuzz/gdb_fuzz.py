@@ -7,6 +7,10 @@ packet body; a malformed or out-of-range m/M/X/Z/z/p/P/G/qXfer/resume packet is 
 with an error (never a wrong success); the only host memory writes are those of a
 successful M/X, into exactly its range; registers change only by a successful P/G; the guest
 never runs (resume packets the oracle finds well formed are not sent: they would run it).
+
+With several vCPUs (`Fuzzer(smp=2)`) the oracle also follows the thread packets: qC,
+qfThreadInfo, qThreadExtraInfo, T and H answer as gdb_threads says, Hg moves the registers
+p/P/g/G act on to that vCPU and the others' never change.
 """
 from __future__ import annotations
 
@@ -29,17 +33,31 @@ LIMIT = 1 << 32
 HANG_SECONDS = 5.0
 
 # ---- the oracle ------------------------------------------------------------------------
-_VCONT = re.compile(r"(?:[cs]|[CS][0-9a-fA-F]{2})(?::(?:-1|0|0*1))?")
+_VCONT = re.compile(r"(?:[cs]|[CS][0-9a-fA-F]{2})(?::(-1|[0-9a-fA-F]+))?")
 
 
 def _hex_below(text: str, limit: int) -> bool:
     return re.fullmatch(H, text) is not None and int(text, 16) < limit
 
 
-def runs_guest(text: str) -> bool:
+def _tid(text: str, threads: int, any_ok: bool = False) -> int | None:
+    """A thread-id naming one of `threads` vCPUs (1..threads; with any_ok also 0, -1)."""
+    if any_ok and text in ("0", "-1"):
+        return int(text)
+    if re.fullmatch(H, text) and 1 <= int(text, 16) <= threads:
+        return int(text, 16)
+    return None
+
+
+def _vcont_action(action: str, threads: int) -> bool:
+    m = _VCONT.fullmatch(action)
+    return m is not None and (m.group(1) is None or _tid(m.group(1), threads, True) is not None)
+
+
+def runs_guest(text: str, threads: int = 1) -> bool:
     """A well-formed resume packet: it would run the guest (not sent by the fuzzer)."""
     if text.startswith("vCont;"):
-        return all(_VCONT.fullmatch(a) for a in text[6:].split(";"))
+        return all(_vcont_action(a, threads) for a in text[6:].split(";"))
     if text[:1] not in ("c", "s", "C", "S"):
         return False
     args = text[1:]
@@ -54,7 +72,7 @@ def _escape_ok(body: str) -> bool:
     return re.fullmatch(r"(?:[^}$#*]|}[\x00-\xff])*", body, re.S) is not None
 
 
-_SIMPLE = re.compile(r"|OK|E[0-9a-fA-F]{2}|(?:[0-9a-f]{2})*|QC1|[01]|l|m1|"
+_SIMPLE = re.compile(r"|OK|E[0-9a-fA-F]{2}|(?:[0-9a-f]{2})*|QC[1-8]|[01]|l|m1(?:,[2-8])*|"
                      r"PacketSize=.*|Text=0;Data=0;Bss=0|vCont;c;C;s;S|T[0-9a-f]{2}.*", re.S)
 
 
@@ -97,11 +115,13 @@ class Fuzzer:
     packet and asserts every invariant. `writes` keeps the successful M/X for the final
     whole-memory comparison."""
 
-    def __init__(self) -> None:
-        self.m = Machine()
+    def __init__(self, smp: int = 1) -> None:
+        self.m = Machine(smp=smp)
         self.m.load(ELF)
         self.stub = GdbStub(self.m)
+        self.smp = smp
         self.cpu, self.vm = self.m.cpu, self.m.vm
+        self.g = 0                              # the vCPU gdb's Hg selected
         self.writes: list[tuple[int, bytes]] = []
         self.recorded: list[tuple[int, int]] = []
         mem = self.m.host.mem
@@ -166,14 +186,20 @@ class Fuzzer:
         """Send `pkt` (a resume the oracle finds well formed is replaced by '?'); assert the
         invariants; returns the reply."""
         text = pkt.decode("latin-1")
-        if runs_guest(text):
+        if runs_guest(text, self.smp):
             pkt, text = b"?", "?"
-        regs, insns, state = self.cpu.regs(), self.cpu.instructions, self._debug_state()
+        g = self.g
+        self.cpu = self.m.cpus[g]
+        others = [c.regs() for c in self.m.cpus if c is not self.cpu]
+        regs, state = self.cpu.regs(), self._debug_state()
+        insns = [c.progress for c in self.m.cpus]
         self.recorded.clear()
         replies = self.send(pkt)
         well_formed(replies, text)
         reply = replies[-1] if replies else ""
-        assert self.cpu.instructions == insns, "the guest ran"
+        assert [c.progress for c in self.m.cpus] == insns, "the guest ran"
+        assert [c.regs() for c in self.m.cpus if c is not self.cpu] == others, \
+            f"{text[:60]!r} changed another vCPU's registers"
         if self._debug_state() != state:        # only a successful Z/z or monitor command
             console = "".join(bytes.fromhex(r[1:]).decode("latin-1") for r in replies[:-1])
             assert text[:1] in ("Z", "z") and reply == "OK" or text.startswith("qRcmd,") \
@@ -238,7 +264,33 @@ class Fuzzer:
                 assert reply == ("m" if more else "l") + chunk, f"{reply[:40]!r} to {text!r}"
         elif cmd in ("c", "C", "s", "S") or text.startswith("vCont;"):
             assert reply == "E01", f"{reply!r} to {text!r}"      # well-formed ones not sent
+        elif text in ("qC", "qfThreadInfo", "qsThreadInfo") or cmd in ("H", "T") or \
+                text.startswith("qThreadExtraInfo,"):
+            self._expect_thread(text, reply)
         return None
+
+    def _expect_thread(self, text, reply):
+        n = self.smp
+        if text == "qC":
+            want = f"QC{self.g + 1:x}"
+        elif text == "qfThreadInfo":
+            want = "m" + ",".join(f"{i:x}" for i in range(1, n + 1))
+        elif text == "qsThreadInfo":
+            want = "l"
+        elif text.startswith("qThreadExtraInfo,"):
+            tid = _tid(text[len("qThreadExtraInfo,"):], n)
+            # never run: vCPU 0 on, the others off (PSCI)
+            info = None if tid is None else "vCPU 0" if n == 1 else \
+                f"vCPU {tid - 1} ({'running' if tid == 1 else 'off'})"
+            want = info.encode().hex() if info else "E01"
+        elif text[0] == "T":
+            want = "OK" if _tid(text[1:], n) else "E01"
+        else:
+            tid = _tid(text[2:], n, any_ok=True) if text[1:2] in ("c", "g") else None
+            want = "E01" if tid is None else "OK"
+            if text[1:2] == "g" and tid is not None and tid > 0:
+                self.g = tid - 1
+        assert reply == want, f"{reply!r} to {text!r}"
 
     def _expect_write(self, cmd, text, pkt, reply):
         if cmd == "M":
@@ -280,7 +332,7 @@ class Fuzzer:
     def check_memory(self) -> None:
         """All of host memory (RAM, flash, stage-2 tables) equals a fresh machine's with the
         successful writes replayed: nothing else was written by any path."""
-        ref = Machine()
+        ref = Machine(smp=self.smp)
         ref.load(ELF)
         for addr, data in self.writes:
             for ipa, n, _ in self._pieces(addr, len(data)):

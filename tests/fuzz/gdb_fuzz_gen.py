@@ -38,6 +38,10 @@ SEEDS = ["?", "g", "p0", "pf", "p10", "P0=78563412", "Pf=00100040", "P10=d301004
          "qOffsets", "vCont?", "vMustReplyEmpty", "qTStatus", "c", "s40000000", "C05",
          "S05;40000000", "vCont;c", "vCont;s:1;c", "k", "D", "vKill;1", "!", "qRcmd,"]
 SEEDS += ["qRcmd," + c.encode().hex() for c in MONITOR]
+# threads (one per vCPU: 1..N; a two-vCPU fuzzer has thread 2)
+SEEDS += ["Hg2", "Hc2", "Hg3", "Hc0", "T2", "T3", "T0", "T-1", "qThreadExtraInfo,2",
+          "qThreadExtraInfo,3", "qThreadExtraInfo,0", "vCont;s:2;c", "vCont;s:3", "vCont;c:2",
+          "Hg02", "Hgp1.2", "qC"]
 INTERESTING = b",:;=#$}*-+ \x00\x03\x7f\xff0123456789abcdefABCDEFxXlm"
 
 

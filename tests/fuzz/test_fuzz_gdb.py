@@ -46,6 +46,29 @@ def test_fuzz_packets(fuzzer):
     assert counts["errors"] > counts["cases"] // 10       # the generator reaches error paths
 
 
+def test_fuzz_packets_with_two_vcpus():
+    """The same fuzzing against a two-vCPU machine, half of it from each vCPU: thread packets
+    select vCPU 1 (its registers, its stage 1) and nothing else changes. The generator's own
+    Hg packets may move the selection too; each half starts from an explicit Hg so the test
+    does not depend on what a hypothesis version happens to generate."""
+    fuzzer = Fuzzer(smp=2)
+    selected = []
+
+    @settings(max_examples=EXAMPLES // 6, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.randoms(use_true_random=False))
+    def case(rng):
+        fuzzer.check(packet(rng))
+
+    for thread, vcpu in ((1, 0), (2, 1)):
+        assert fuzzer.check(b"Hg%d" % thread) == "OK"
+        selected.append(fuzzer.g)
+        assert fuzzer.g == vcpu
+        case()
+    fuzzer.check_memory()
+    assert selected == [0, 1]
+
+
 @pytest.mark.parametrize("pkt", [
     pytest.param(b"X40000000,1:}", id="X-dangling-escape"),
     pytest.param(b"X40000000,2:a}", id="X-dangling-escape-after-byte"),
