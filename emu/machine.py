@@ -172,6 +172,7 @@ class Machine:
         self.cpu = self.cpus[0]
         self.current = 0                           # the vCPU running now (banked GIC access)
         self.gic = gic.attach(self.vm, smp, lambda: self.current, self.cpus)
+        self.uart.connect(lambda level: self.gic.set_line(gic.UART_SPI, level))
         for i, cpu in enumerate(self.cpus):
             cpu.set_index(i)
             self._give_time(i, cpu)
