@@ -17,7 +17,7 @@ from hyp.arch.exception import GuestException, lr_offset
 from hyp.arch.fault import Access, Fault
 from hyp.arch.s1 import S1Fault
 from hyp.arch.syndrome import Syndrome, hsr_hvc
-from hyp.exits import Hypercall, Stage2Abort
+from hyp.exits import Hypercall, Stage2Abort, WaitForEvent
 
 from . import traps
 from .decode import DecodeError, decode_access, fault_address
@@ -27,6 +27,7 @@ from .undef import decode_coproc, hint_before
 # never writes (EC 0x3F is reserved), set before each burst by emu.cpu, tells the two kinds of
 # "invalid instruction" stop apart exactly.
 ESR_UNTOUCHED = 0xFFFFFFFF
+ESR_UNCATEGORIZED = 0x02000000        # syn_uncategorized(): EC 0, IL 1 (an UNDEF)
 
 # UC_HOOK_INTR numbers of Unicorn's ARM target (QEMU's EXCP_*).
 EXCP_UDEF, EXCP_SWI, EXCP_PREFETCH_ABORT, EXCP_DATA_ABORT = 1, 2, 3, 4
@@ -45,14 +46,29 @@ class CpuEvents:
         return bool(self.cp15_read("TTBCR") & TTBCR_EAE)
 
     # ---- UC_ERR_INSN_INVALID: hint, Hyp trap or undefined instruction (emu.undef) ---------
-    def _invalid(self, pc: int, thumb: bool):
-        if self.uc.reg_read(A.UC_ARM_REG_ESR) == ESR_UNTOUCHED:
-            # No syndrome was written: WFE or YIELD completed and PC is after it (an UNDEF
-            # or a trap always writes one).
-            self._settle(on_insn=False)
+    trap_wfe = False             # HCR.TWE: a WFE is an exit (hyp.exits.WaitForEvent)
+
+    def _hint_ended(self, pc: int, thumb: bool) -> str | None:
+        """WFE or YIELD completed and PC is after it ("wfe", "yield"), or None: an UNDEF or a
+        trap, PC on the instruction. An UNDEF writes ESR = syn_uncategorized (0x02000000) and
+        a trap its own EC; a hint writes nothing, but a TLB fill earlier in the burst may have
+        left the data-abort ISS template of a load/store there (QEMU's restore_state_to_opc:
+        EC 0, ISV set, or 0), so that case is decided by the instruction before PC."""
+        esr = self.uc.reg_read(A.UC_ARM_REG_ESR)
+        if esr == ESR_UNTOUCHED:
             hint = hint_before(self.read_code, pc, thumb)
-            self.stats[hint[0] if hint else "hint"] += 1
-            return None
+            return hint[0] if hint else "hint"
+        if esr >> 26 == 0 and esr != ESR_UNCATEGORIZED:
+            hint = hint_before(self.read_code, pc, thumb)
+            return hint[0] if hint else None
+        return None
+
+    def _invalid(self, pc: int, thumb: bool):
+        hint = self._hint_ended(pc, thumb)
+        if hint is not None:
+            self._settle(on_insn=False)
+            self.stats[hint] += 1
+            return WaitForEvent(pc=pc) if hint == "wfe" and self.trap_wfe else None
         self._settle(on_insn=True)
         t = decode_coproc(self.read_code(pc, 4), thumb)
         if t is not None:

@@ -89,3 +89,4 @@ def load(cpu, state: VcpuState) -> None:
     pc = regs["pc"]
     cpu.set_pc(pc & ~1, bool(pc & 1))
     cpu.flush_unicorn_tlb()
+    cpu.sync_stage1()            # the MMU model follows the restored translation registers

@@ -97,9 +97,9 @@ class BareMachine:
 
 
 class _PowerDevice:
-    """The vCPUs' PSCI power states and which of them wait in WFI, for migration."""
+    """The vCPUs' PSCI power states and which of them wait in WFI or WFE, for migration."""
     name = "vcpu-power"
-    state_version = 1
+    state_version = 2
 
     def __init__(self, m: "Machine") -> None:
         self.m = m
@@ -107,18 +107,22 @@ class _PowerDevice:
     def save(self) -> dict:
         sched = self.m.vcpu if isinstance(self.m.vcpu, Scheduler) else None
         return {"power": self.m.vm.power.save(),
-                "halted": list(sched.halted) if sched else [False]}
+                "halted": list(sched.halted) if sched else [False],
+                "waiting": list(sched.waiting) if sched else [False]}
 
     def load(self, state) -> None:
-        if not isinstance(state, dict) or set(state) != {"power", "halted"}:
+        if not isinstance(state, dict) or set(state) != {"power", "halted", "waiting"}:
             raise ValueError(f"vCPU power state {state!r:.60}")
-        halted = state["halted"]
-        if not isinstance(halted, list) or len(halted) != len(self.m.cpus) or \
-                any(not isinstance(h, bool) for h in halted):
-            raise ValueError(f"vCPU halted flags {halted!r:.60}")
+        flags = {}
+        for name in ("halted", "waiting"):
+            f = state[name]
+            if not isinstance(f, list) or len(f) != len(self.m.cpus) or \
+                    any(not isinstance(h, bool) for h in f):
+                raise ValueError(f"vCPU {name} flags {f!r:.60}")
+            flags[name] = list(f)
         self.m.vm.power.load(state["power"])
         if isinstance(self.m.vcpu, Scheduler):
-            self.m.vcpu.halted = list(halted)
+            self.m.vcpu.halted, self.m.vcpu.waiting = flags["halted"], flags["waiting"]
 
 
 @dataclass
@@ -207,7 +211,8 @@ class Machine:
         pmu = Pmu(self.vm.clock)
         timer.name, pmu.name = f"cpu{i}.timer", f"cpu{i}.pmu"
         cpu.attach_time(timer, pmu)
-        self.vm.bus.internal += [timer, pmu]
+        cpu._vcounter.name = f"cpu{i}.cntvct"
+        self.vm.bus.internal += [timer, pmu, cpu._vcounter]
 
     def load(self, path: str, args: str = "") -> loader.Image:
         """Load an ELF and reset the CPU to its entry: SVC mode, MMU off, r0=0, as -kernel."""

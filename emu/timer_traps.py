@@ -100,15 +100,36 @@ class VirtualCounter:
     on from there, so it never goes backwards. Between entries it advances with the host
     clock; it is monotonic but not deterministic - use CNTPCT for that (README)."""
 
+    name = "cntvct"
+    state_version = 1
+
     def __init__(self, uc, host_counter) -> None:
         self.uc = uc
         self.host_counter = host_counter          # () -> Unicorn's raw counter (host clock)
         self._off = None
         self._last_exit_host = 0
+        self._floor = 0                           # the most a restored guest may have read
+
+    def seen(self) -> int:
+        """The largest CNTVCT the guest may have read so far."""
+        if self._off is None:
+            return self._floor
+        return max(self._floor, self._last_exit_host - self._off)
+
+    # migration (hyp.migration.state devices): a destination's CNTVCT goes on from there
+    def save(self) -> dict:
+        return {"seen": self.seen()}
+
+    def load(self, state) -> None:
+        if not isinstance(state, dict) or set(state) != {"seen"} or \
+                not isinstance(state["seen"], int) or not 0 <= state["seen"] < 1 << 64:
+            raise ValueError(f"virtual counter state must be {{seen: 64-bit count}}, "
+                             f"got {state!r:.60}")
+        self._floor, self._off = state["seen"], None
 
     def enter(self, virtual: int) -> None:
         host = self.host_counter()
-        seen = (self._last_exit_host - self._off) if self._off is not None else 0
+        seen = self.seen()
         off = host - max(virtual, seen)
         if off != self._off:
             self.uc.reg_write(A.UC_ARM_REG_CP_REG, CNTVOFF + (off & ((1 << 64) - 1),))

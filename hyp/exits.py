@@ -61,6 +61,14 @@ class WaitForInterrupt:
 
 
 @dataclass(frozen=True)
+class WaitForEvent:
+    """WFE trapped by HCR.TWE (HSR EC 0x01, TI=1); PC is already past it. With several vCPUs
+    the hypervisor yields the CPU to the others (KVM's kvm_vcpu_on_spin, QEMU TCG's
+    EXCP_YIELD): a spinning vCPU waits for another's store and SEV."""
+    pc: int
+
+
+@dataclass(frozen=True)
 class BudgetExhausted:
     """The instruction budget given to this run ran out (time slice / --max-insns)."""
     pc: int
@@ -89,5 +97,5 @@ class NoProgress:
     entries: int
 
 
-Exit = (Stage2Abort | Hypercall | WaitForInterrupt | BudgetExhausted | DebugStop | StopRequested
+Exit = (Stage2Abort | Hypercall | WaitForInterrupt | WaitForEvent | BudgetExhausted | DebugStop | StopRequested
         | NoProgress)

@@ -4,6 +4,12 @@ advances with every step of whichever vCPU runs; a vCPU in WFI is skipped until 
 interrupt line rises, and when every vCPU that is on waits, virtual time jumps to the next
 timer that can raise an interrupt (nothing can: the run ends with "wfi").
 
+WFE is trapped (HCR.TWE) and ends the vCPU's turn; the vCPU then waits for an event: it is
+skipped until another vCPU has run (its store or SEV may be what it waits for), or its
+interrupt line rises, or virtual time jumps to a timer because every vCPU waits. The event
+register is not modelled: every wake-up may be spurious, which the architecture allows
+(B1.8.13), so a WFE loop always re-checks its condition.
+
 The scheduler has the run interface of one `hyp.vcpu.Vcpu` (run, observers, vm, cpu), so
 everything that drives a machine drives a multi-vCPU one the same way.
 """
@@ -32,8 +38,10 @@ class Scheduler:
         self.observers: list = []
         for v in vcpus:
             v.halt_on_wfi = True
+            v.cpu.trap_wfe = True                 # HCR.TWE: a WFE ends the vCPU's turn
             v.observers = self.observers          # one list: a tracer sees every vCPU
         self.halted = [False] * len(vcpus)
+        self.waiting = [False] * len(vcpus)     # in WFE: until another vCPU ran, or an IRQ
         self.current = 0
         self._next = 0
         self._left = 0               # steps left in the current vCPU's turn
@@ -75,12 +83,17 @@ class Scheduler:
                                   until_ns=until_ns)
             done += r.instructions
             self._left -= r.instructions
+            if r.instructions:                 # its stores and SEVs: the others' events
+                self.waiting = [w and j == i for j, w in enumerate(self.waiting)]
             if r.reason == "budget":
                 if self._left <= 0:
                     self._next = i + 1
                 continue
             self._left = 0
             self._next = i + 1
+            if r.reason == "yield":
+                self.waiting[i] = True
+                continue
             if r.reason == "cpu-off":
                 continue
             if r.reason == "halted":
@@ -89,7 +102,7 @@ class Scheduler:
             return RunResult(r.reason, done, r.error, r.exit)
 
     def _runnable(self, i: int) -> bool:
-        return self.power.states[i] != OFF and not self.halted[i]
+        return self.power.states[i] != OFF and not self.halted[i] and not self.waiting[i]
 
     def _pick(self) -> int | None:
         n = len(self.vcpus)
@@ -97,10 +110,10 @@ class Scheduler:
             i = (self._next + k) % n
             if self.power.states[i] == OFF:
                 continue
-            if self.halted[i]:
+            if self.halted[i] or self.waiting[i]:
                 if not getattr(self.vcpus[i].cpu, "virq", False):
                     continue
-                self.halted[i] = False
+                self.halted[i] = self.waiting[i] = False
             return i
         return None
 
@@ -110,6 +123,10 @@ class Scheduler:
             return "off"
         clock = self.vm.clock
         wake = clock.next_wake()
+        if any(self.waiting):
+            self.waiting = [False] * len(self.waiting)   # a WFE may always wake (spuriously)
+            if wake is None:
+                return None
         if wake is None:
             return "wfi"
         target = min(wake, clock.next_deadline() or wake)

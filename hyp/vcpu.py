@@ -9,7 +9,7 @@ from typing import Callable
 from . import abort, hypercall
 from .dirty import DirtyLogError
 from .exits import (BudgetExhausted, DebugStop, Hypercall, NoProgress, Stage2Abort,
-                    StopRequested, WaitForInterrupt)
+                    StopRequested, WaitForEvent, WaitForInterrupt)
 
 SLICE = 5_000_000           # instructions per entry when nothing else bounds the run
 
@@ -116,6 +116,8 @@ class Vcpu:
                         outcome = self._wait_for_interrupt(until_ns)
                     if outcome == "time":
                         return RunResult("time", cpu.progress - start)
+                if outcome == "wfe" and self.halt_on_wfi:
+                    return RunResult("yield", cpu.progress - start, exit=ex)
                 if outcome in ("off", "reset", "wfi", "debug", "cpu-off"):
                     return RunResult(outcome, cpu.progress - start, exit=ex)
                 if outcome == "stuck":
@@ -156,6 +158,9 @@ class Vcpu:
         if isinstance(ex, WaitForInterrupt):
             vm.stats["wfi"] += 1
             return "wfi"
+        if isinstance(ex, WaitForEvent):
+            vm.stats["wfe"] += 1
+            return "wfe"
         if isinstance(ex, DebugStop):
             return "debug"
         if isinstance(ex, StopRequested):

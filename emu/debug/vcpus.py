@@ -19,7 +19,7 @@ from hyp.psci import OFF, PENDING
 from hyp.smp import Scheduler
 from hyp.vcpu import RunResult
 
-RUNNING, WAITING = "running", "wfi"
+RUNNING, WAITING, EVENT = "running", "wfi", "wfe"
 
 
 def cpus(m) -> list:
@@ -49,20 +49,22 @@ def instructions(m) -> int:
 
 def state(m, i: int) -> str:
     """vCPU i's state: "running" (on: it runs when the machine does), "wfi" (waits for an
-    interrupt), "off" or "on-pending" (PSCI: CPU_ON accepted, not run yet)."""
+    interrupt), "wfe" (waits for an event: another vCPU's turn or an interrupt), "off" or
+    "on-pending" (PSCI: CPU_ON accepted, not run yet)."""
     sched = scheduler(m)
     if sched is None:
         return RUNNING
     power = sched.power.states[i]
     if power in (OFF, PENDING):
         return power
-    return WAITING if sched.halted[i] else RUNNING
+    return WAITING if sched.halted[i] else EVENT if sched.waiting[i] else RUNNING
 
 
 def runnable(m, i: int) -> bool:
     """Would the scheduler run vCPU i now (on, and not waiting - or its interrupt is up)?"""
     s = state(m, i)
-    return s in (RUNNING, PENDING) or s == WAITING and bool(getattr(cpus(m)[i], "virq", False))
+    return s in (RUNNING, PENDING) or \
+        s in (WAITING, EVENT) and bool(getattr(cpus(m)[i], "virq", False))
 
 
 def select(m, i: int) -> None:
@@ -83,12 +85,16 @@ def step_alone(m, i: int, timeout: float | None = None) -> RunResult:
     if sched is None:
         return m.vcpu.run(max_insns=1, timeout=timeout)
     select(m, i)
-    sched.halted[i] = False
+    sched.halted[i] = sched.waiting[i] = False
     sched.power.started(i)
     r = sched.vcpus[i].run(max_insns=1, timeout=timeout)
+    if r.instructions:                          # as the scheduler: the others' events
+        sched.waiting = [False] * len(sched.waiting)
     if r.reason == "halted":
         sched.halted[i] = True
-    if r.reason in ("halted", "cpu-off"):
+    if r.reason == "yield":
+        sched.waiting[i] = True
+    if r.reason in ("halted", "cpu-off", "yield"):
         return RunResult("budget", r.instructions, exit=r.exit)
     return r
 
@@ -122,8 +128,9 @@ class Turns:
                 return r
 
     def done(self, i: int) -> None:
-        """vCPU i made a step."""
-        self.left -= 1
+        """vCPU i made a step; a WFI that waits, a WFE or a CPU_OFF ends its turn (as the
+        scheduler's)."""
+        self.left = self.left - 1 if state(self.m, i) == RUNNING else 0
 
     def _sleep(self, timeout: float | None) -> RunResult | None:
         """Every vCPU that is on waits: let the scheduler sleep until the next timer (it
@@ -133,6 +140,9 @@ class Turns:
         if any(runnable(self.m, j) for j in range(len(cpus(self.m)))):
             return None
         wake = clock.next_wake()
+        if wake is None and any(self.sched.waiting):   # a WFE may always wake (spuriously)
+            self.sched.waiting = [False] * len(self.sched.waiting)
+            return None
         if wake is None:                        # all off, or no interrupt can ever come
             return self.sched.run(max_insns=1, timeout=timeout)
         target = min(wake, clock.next_deadline() or wake)

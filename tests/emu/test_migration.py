@@ -79,6 +79,32 @@ def test_vcpu_state_round_trips_through_a_running_guest():
     assert cpu_state.save(other.cpu).diff(saved) == {}
 
 
+@pytest.mark.parametrize("name,smp,after", [
+    pytest.param("mmu", 1, 120_000, id="mmu-on-early"),
+    pytest.param("mmu", 1, 250_000, id="mmu-on-later"),
+    pytest.param("irq", 2, 27_000, id="irq-two-vcpus-timers-gic"),
+])
+def test_a_guest_with_its_own_mmu_and_interrupts_carries_on_exactly(name, smp, after):
+    """Migrated with its MMU on (the destination's MMU model follows the restored TTBRs,
+    TTBCR, SCTLR...) or with GIC, timers and a second vCPU live: the destination ends as a
+    run that never moved (console, RAM, registers)."""
+    plain = machine(name, "", smp=smp)
+    assert plain.run(max_insns=20_000_000).reason == "off"
+    m = machine(name, "", smp=smp)
+    assert m.run(max_insns=after).reason == "budget"
+    if name == "mmu":
+        assert m.cpu.mmu.s1.enabled
+    report, dest, inc = migrate(m, Params(bandwidth=1 << 36, tick_ns=10_000))   # before it ends
+    assert inc.digests == report.digests
+    if name == "mmu":
+        assert dest.cpu.mmu.s1 == m.cpu.mmu.s1
+    assert dest.run(max_insns=20_000_000).reason == "off"
+    assert m.uart.text + dest.uart.text == plain.uart.text
+    if name == "mmu":
+        assert ram(dest) == ram(plain)
+        assert dest.cpu.regs() == plain.cpu.regs()
+
+
 @pytest.mark.parametrize("rebuild", ["lazy", "now"])
 def test_cancel_leaves_the_source_running_as_if_nothing_happened(rebuild):
     plain = machine("dirtyram", "512 32 5 40")
