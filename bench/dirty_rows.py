@@ -20,6 +20,8 @@ import numpy as np
 
 from bench.common import MASK32, BenchError, Context, Result, Rows, check_eq, timed
 from bench.logbench import BLOCK, GIB, LOG_IPA, PAGE, LogBench
+from bench.raw_unicorn import RawFloor
+from emu import native as emu_native
 from hyp import dirty
 from hyp.arch.descriptors import Prot
 
@@ -43,6 +45,10 @@ def header_lines(ctx: Context) -> list[str]:
         f"best of {s.log_reps} (get_dirty_log 50%: {s.half_reps}) direct calls; every pass "
         "checked (fault/exit/flush/table counts, memory, bitmap, descriptors); noise = "
         "(median - best) / value",
+        "  round-trip floor: the 'dirty fault' passes on raw Unicorn (bench/raw_unicorn.py "
+        "RawFloor), interleaved with them in the same run; model tlb refill: cold minus warm "
+        f"Unicorn TLB over {s.dirty_pages} pages the model TLB holds ("
+        f"{'native fill mirror' if emu_native.AVAILABLE else 'Python fill hook'})",
     ]
 
 
@@ -71,19 +77,22 @@ def _scale_note(ctx: Context) -> tuple[float, str]:
     return GIB / size, f" [measured on {size >> 20} MiB, scaled x{GIB // size} to 1 GiB]"
 
 
-@register_dirty("dirty fault")
+@register_dirty("dirty fault", "round-trip floor", "dirty fault vs floor")
 def dirty_fault(ctx: Context) -> list[Result]:
     n = ctx.sizes.dirty_pages
     b = LogBench(2 * n * PAGE, max_level=3)             # n stores to every other page
+    floor = RawFloor(LOG_IPA, 2 * n * PAGE)              # the same stores on raw Unicorn
     slot, vm = b.slot, b.vm
     want_bitmap = np.zeros(slot.npages, dtype=bool)
     want_bitmap[::2] = True
     dirty.enable_logging(vm, slot)
     b.check_pages("after enable_logging")
-    with_f, without = [], []
+    with_f, without, floor_f, floor_w = [], [], [], []
     fills = (0, 0)
     for rep in range(ctx.sizes.reps + 1):
         seed = _seed(rep)
+        if rep % 2:                                      # interleaved, alternating order
+            fa, fb = floor.passes(n, 2 * PAGE, seed)
         # Every store hits a write-protected page of the logging slot: one dirty fault each.
         dt_a, ca = b.touch(LOG_IPA, n, 2 * PAGE, seed)
         b.expect("dirty pass", ca, dirty=n, perm=n, trans=0, other=0, denied=n, exits=n + 1,
@@ -101,16 +110,79 @@ def dirty_fault(ctx: Context) -> list[Result]:
                              f"the {n} the guest stored to")
         b.expect("get_dirty_log", b.counts(), flushes=f0 + 1)
         b.check_pages("after get_dirty_log")
+        if rep % 2 == 0:
+            fa, fb = floor.passes(n, 2 * PAGE, seed)
         if rep:
             with_f.append(dt_a)
             without.append(dt_b)
+            floor_f.append(fa)
+            floor_w.append(fb)
             fills = (ca["fills"], cb["fills"])
     us, noise = _fault_cost(with_f, without, n)
+    floor_us, floor_noise = _fault_cost(floor_f, floor_w, n)
     note = (f"{n} stores, one to every other page of a {slot.size >> 20} MiB 4K-mapped logging "
             f"slot, minus the same pass on writable pages: {min(with_f) / n * 1e6:.1f} vs "
-            f"{min(without) / n * 1e6:.1f} us/store ({fills[0]} vs {fills[1]} TLB fills); "
-            f"1 exit, 0 flushes per fault")
-    return [Result("dirty fault", round(us, 3), "us", "<= 10", note=note, noise=noise)]
+            f"{min(without) / n * 1e6:.1f} us/store ({fills[0]} vs {fills[1]} Python TLB "
+            f"fills); 1 exit, 0 flushes per fault")
+    floor_note = (f"the same {n} stores on raw Unicorn (virtual TLB, a Python fill hook through "
+                  f"the same binding) denied, emu_start raises, Python marks the page writable "
+                  f"and resumes at PC; minus the pass on writable pages: "
+                  f"{min(floor_f) / n * 1e6:.1f} vs {min(floor_w) / n * 1e6:.1f} us/store")
+    return [Result("dirty fault", round(us, 3), "us", "<= 10", note=note, noise=noise),
+            Result("round-trip floor", round(floor_us, 3), "us", None, note=floor_note,
+                   noise=floor_noise),
+            Result("dirty fault vs floor", round(us / floor_us, 3), "x", "<= 3",
+                   note=f"dirty fault {us:.1f} us / round-trip floor {floor_us:.1f} us, "
+                        "measured in the same run, interleaved",
+                   noise=noise + floor_noise)]
+
+
+@register_dirty("model tlb refill")
+def model_tlb_refill(ctx: Context) -> list[Result]:
+    """A load from each of n pages of a writable slot after Unicorn's TLB was flushed while the
+    model TLB still holds every page, minus the same pass with Unicorn's TLB warm; per page."""
+    n = ctx.sizes.dirty_pages
+    b = LogBench(max(BLOCK, n * PAGE), max_level=2)      # writable, no logging
+    cpu, tlb = b.m.cpu, b.m.host.tlb
+    native = emu_native.AVAILABLE
+
+    def fills() -> tuple[int, int, int]:               # Python's, the mirror's, model inserts
+        return cpu.stats["fills"], cpu.native_fills, tlb.stats["fill"]
+    for _ in range(12):               # until Unicorn's TLB has grown to hold the whole sweep
+        f0 = fills()
+        b.peek(LOG_IPA, n, PAGE, 0)
+        if fills() == f0:
+            break
+    else:
+        raise BenchError(f"model tlb refill: Unicorn's TLB never held {n} pages")
+    cold, warm = [], []
+    for rep in range(ctx.sizes.reps + 1):
+        seed = _seed(rep)
+        cpu.flush_unicorn_tlb()                          # Unicorn's TLB only
+        f0 = fills()
+        dt_c, c = b.peek(LOG_IPA, n, PAGE, seed)
+        b.expect("cold pass", c, exits=1, denied=0, dirty=0, perm=0, trans=0, other=0)
+        py, nat, inserts = (x - y for x, y in zip(fills(), f0))
+        if inserts or not n <= py + nat <= n + 2 or (native and py) or (not native and nat):
+            raise BenchError(f"cold pass: {py} Python fills, {nat} native fills, {inserts} new "
+                             f"model TLB entries (expected {n}-{n + 2} "
+                             f"{'native' if native else 'Python'} fills, no new entry)")
+        f0 = fills()
+        dt_w, c = b.peek(LOG_IPA, n, PAGE, seed ^ 0xFFFF)
+        b.expect("warm pass", c, exits=1, denied=0)
+        if fills() != f0:
+            raise BenchError(f"warm pass refilled: {[x - y for x, y in zip(fills(), f0)]}")
+        if rep:
+            cold.append(dt_c)
+            warm.append(dt_w)
+    us, noise = _fault_cost(cold, warm, n)
+    how = ("served by the native fill mirror (no Python)" if native else
+           "through the Python fill hook: MMU.fill hits the model TLB (S2EMU_NATIVE=0 or "
+           "emu/native not built)")
+    note = (f"{n} loads, one per page, after cpu.flush_unicorn_tlb() (the model TLB keeps every "
+            f"page) minus the same pass with Unicorn's TLB warm: {min(cold) / n * 1e6:.3f} vs "
+            f"{min(warm) / n * 1e6:.3f} us/load; refills {how}")
+    return [Result("model tlb refill", round(us, 3), "us", "<= 0.5", note=note, noise=noise)]
 
 
 def _big_4k(ctx: Context) -> LogBench:

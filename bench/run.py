@@ -8,14 +8,25 @@ Each row is a registered function returning `Result` tuples whose first four fie
 (row, value, unit, target); `--json` prints exactly those four as one JSON object per line.
 
 The rows and how each is measured and checked:
-  bench/guest_speed.py  "... vs raw unicorn" and icount on vs off (guest code in programs.py)
-  bench/dirty_rows.py   dirty logging: faults, enable/get_dirty_log, eager vs lazy splitting
+  bench/guest_speed.py  "<ALU loop|load sweep|store sweep|STM loop> vs raw unicorn (cpu tlb)"
+                        (ours icount off vs Unicorn's default TLB mode), "... vs raw unicorn
+                        (virtual tlb)" (ours with exact counts vs virtual-TLB mode with a native
+                        identity fill: the fastest raw configuration), "... no-icount vs raw
+                        unicorn (virtual tlb)", and "ALU loop icount on vs off" (guest code in
+                        programs.py, baselines in raw_unicorn.py)
+  bench/dirty_rows.py   dirty logging: "dirty fault", "round-trip floor" (the bare deny ->
+                        exit -> resume on raw Unicorn, same run) and "dirty fault vs floor",
+                        "model tlb refill", enable/get_dirty_log, eager vs lazy splitting
                         (on the LogBench board of bench/logbench.py)
   bench/trace_rows.py   tracing off vs never attached, the cost of a traced instruction
   bench/migration_rows.py  live migration: stream serialise/parse MiB/s vs a bytes copy,
                         virtual downtime (idle, dirtying guest), wall seconds per GiB
   bench/mmu_rows.py     the guest's own MMU: ALU/load/store MMU on vs off, the cost of a TLB
                         miss that walks both stages (guest end to end, and MMU.fill alone)
+  bench/native_rows.py  peers, whole processes: "compute guest ns per insn", "compute guest
+                        cost vs qemu icount", "compute guest cost vs qemu", "compute guest
+                        no-icount cost vs qemu" (CPU per guest instruction of guests/compute.elf,
+                        start-up subtracted) and "hello whole process vs qemu" (wall)
   bench/linux_rows.py   Debian's kernel: boot to /init in wall seconds, guest MIPS, and the
                         ratio to qemu-system-arm TCG on the same kernel and initrd
 Shared machinery (sizes, timing, Result, the row registry, output) is in bench/common.py.
@@ -40,13 +51,13 @@ if ROOT not in sys.path:
 import unicorn  # noqa: E402
 
 from bench import (dirty_rows, guest_speed, linux_rows, migration_rows, mmu_rows,  # noqa: E402
-                   trace_rows)
+                   native_rows, trace_rows)
 from bench.common import (DEFAULT, QUICK, BenchError, Context, Result,  # noqa: E402
                           json_line, pin_malloc, table)
 
 # every row function, in the order they run
 ROWS = guest_speed.ROWS + dirty_rows.ROWS + trace_rows.ROWS + migration_rows.ROWS + \
-    mmu_rows.ROWS + linux_rows.ROWS
+    mmu_rows.ROWS + native_rows.ROWS + linux_rows.ROWS
 
 
 def header(ctx: Context, quick: bool, rows: list[str] | None = None) -> str:
@@ -58,7 +69,7 @@ def header(ctx: Context, quick: bool, rows: list[str] | None = None) -> str:
     except OSError:
         pass
     own = dirty_rows.DIRTY_ROWS | migration_rows.MIGRATION_ROWS | mmu_rows.MMU_ROWS | \
-        linux_rows.LINUX_ROWS
+        linux_rows.LINUX_ROWS | native_rows.NATIVE_ROWS
     speed = rows is None or any(r not in own for r in rows)
     logging = rows is None or any(r in dirty_rows.DIRTY_ROWS for r in rows)
     migration = rows is None or any(r in migration_rows.MIGRATION_ROWS for r in rows)
@@ -76,6 +87,8 @@ def header(ctx: Context, quick: bool, rows: list[str] | None = None) -> str:
         lines += migration_rows.header_lines(ctx)
     if mmu:
         lines += mmu_rows.header_lines(ctx)
+    if rows is None or any(r in native_rows.NATIVE_ROWS for r in rows):
+        lines += native_rows.header_lines(ctx)
     if rows is None or any(r in linux_rows.LINUX_ROWS for r in rows):
         lines += linux_rows.header_lines(ctx)
     return "\n".join(lines)

@@ -39,9 +39,10 @@ from .cp15 import (CP15, HCR, HCR_FMO, HCR_IMO, HCR_TRAPS, HCR_VF, HCR_VI, HSTR,
 from .decode import unprivileged
 from .align import AlignmentCheck
 from .cpu_access import CpuAccess
+from .cpu_count import CpuCount
 from .cpu_events import ESR_UNTOUCHED, CpuEvents, GuestCrash
+from .icount import BlockCount, FaultAddress
 from .icount import Counter as InsnCounter
-from .icount import FaultAddress
 from .timer_traps import VirtualCounter
 from .stop import StopControl
 
@@ -59,7 +60,7 @@ _UNCOUNTED_CHUNK = 1 << 22       # uncounted runs without the native hook: budge
 NO_PROGRESS_LIMIT = 10_000       # exception entries in a row with no instruction retired
 
 
-class VCPU(CpuAccess, CpuEvents):
+class VCPU(CpuAccess, CpuCount, CpuEvents):
     """One ARMv7 CPU. `run(budget)` executes guest code until an exit for the hypervisor."""
 
     def __init__(self, mem: PhysMem, mmu: MMU, *, icount: bool = True,
@@ -75,19 +76,30 @@ class VCPU(CpuAccess, CpuEvents):
         uc.reg_write(A.UC_ARM_REG_CP_REG, HSTR + (HSTR_TRAPS,))
         uc.ctl_exits_enabled(True)
         uc.ctl_set_exits([])         # no exit address: none of the guest's is reserved
-        uc.hook_add(UC_HOOK_TLB_FILL, self._fill)
-        uc.hook_add(UC_HOOK_INTR, self._intr)
         self.uc = uc
+        self._host = mem.buf.ctypes.data - mem.base    # host address of PA 0
         self._esr_arg = ctypes.byref(ctypes.c_uint32(ESR_UNTOUCHED))
         self.icount = icount
-        # Uncounted runs stop at block starts through the native hook; without it they run
-        # in budgeted bursts (identical results, slower).
-        self._native = native.BlockHook(uc) if native.AVAILABLE and not icount else None
-        self._counter = InsnCounter(uc) if self._native is None else None
+        # The native block hook counts instructions per block (exact budgets) and stops runs
+        # safely at block starts; the native fill mirror serves refills of what the model
+        # TLB holds (asked before our fill hook). Without them: Unicorn's own per-instruction
+        # counter (count=), budgeted bursts for uncounted runs, every fill in Python
+        # (identical results, slower).
+        self._native = native.BlockHook(uc, counting=icount) if native.AVAILABLE else None
+        self._mirror = native.FillMirror(uc, self._native) if self._native else None
+        if self._mirror is not None:
+            mmu.tlb.removal_listeners.append(self._mirror.removed)
+        self._py_fills = 0
+        uc.hook_add(UC_HOOK_TLB_FILL, self._fill)
+        uc.hook_add(UC_HOOK_INTR, self._intr)
+        self._counter = InsnCounter(uc) if self._native is None else BlockCount(self)
         self._fault_address = FaultAddress(uc)     # the exact VA of a denied access
         self.stop = stop if stop is not None else StopControl()
         if self._native is not None:
             self.stop.bind_native(self._native)
+        self._fetch_fill = False
+        self._tail: tuple[int, int, int | None] | None = None    # (pc, left, stop address)
+        self._done = (0, 0, False)   # the last burst: retired if PC is on / after; counted
         self.instructions = 0        # retired (counted runs only, plus completed by the hypervisor)
         self.entries = 0             # exception entries that retired no instruction
         self._fault: Fault | None = None
@@ -96,6 +108,7 @@ class VCPU(CpuAccess, CpuEvents):
         self.stats: Counter[str] = Counter()
         self._fills_since_flush = 0
         self._uc_tlb_size = 256
+        self._set_growth()
         self._chunk = _GROW_CHUNK
         self._stalled = 0            # exception entries since the last retired instruction
         self._stall_mark = 0
@@ -113,6 +126,7 @@ class VCPU(CpuAccess, CpuEvents):
         self.virq = False                      # the interrupt controller's IRQ line to us
         mmu.tlb.listeners.append(self._tlb_flushed)
         self.sync_stage1()
+        self._mirror_context()
 
     # ---- identity, time and interrupts (the board connects them: emu.machine) -------------
     index = 0
@@ -148,8 +162,10 @@ class VCPU(CpuAccess, CpuEvents):
     # ---- the fast path's only Python: TLB misses ----------------------------------------
     def _fill(self, uc, vaddr, access_code, entry, _ud) -> bool:
         access = _UC_ACCESS[access_code]
+        self._fetch_fill = access == Access.FETCH
         priv = self._privilege(access) if self.mmu.s1.enabled else PL1
         result = self.mmu.fill(vaddr, access, priv)
+        self._fetch_fill = False
         self.stats["fills"] += 1
         if isinstance(result, (Fault, S1Fault)):
             self._fault = result
@@ -157,8 +173,14 @@ class VCPU(CpuAccess, CpuEvents):
             return False
         entry.paddr = result.pa_page
         # Never grant X on data fills: stores to X pages take Unicorn's slow path.
-        entry.perms = _FETCH_PERMS if access == Access.FETCH else \
-            _DATA_PERMS[self.mmu.effective(result, priv)]
+        if access == Access.FETCH:
+            entry.perms = _FETCH_PERMS
+            if self._native is not None:         # Thumb blocks are counted from their code
+                self._native.code_page(vaddr, self._host + result.pa_page)
+        else:
+            entry.perms = _DATA_PERMS[self.mmu.effective(result, priv)]
+        if self._mirror is not None:             # its refills need no Python from now on
+            self._mirror.insert(result, self._host + result.pa_page)
         self._fills_since_flush += 1
         if self._native is not None and self._fills_since_flush > 0.7 * self._uc_tlb_size \
                 and self._uc_tlb_size < _UC_TLB_MAX:
@@ -193,6 +215,7 @@ class VCPU(CpuAccess, CpuEvents):
         if regime != self.mmu.s1:
             self.mmu.set_stage1(regime)
             self.flush_unicorn_tlb()
+            self._mirror_context()
         self.align.update(regime.sctlr)
 
     def _intr(self, uc, intno, _ud) -> None:
@@ -204,10 +227,40 @@ class VCPU(CpuAccess, CpuEvents):
 
     def flush_unicorn_tlb(self) -> None:
         self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+        if self._native is not None:
+            self._native.code_flush()
         self.stats["unicorn_flushes"] += 1
         if self._fills_since_flush > 0.7 * self._uc_tlb_size:
             self._uc_tlb_size = min(_UC_TLB_MAX, self._uc_tlb_size * 2)
+            self._set_growth()
         self._fills_since_flush = 0
+
+    # Fills since Unicorn's TLB was flushed, Python's and the mirror's (TLB growth).
+    @property
+    def _fills_since_flush(self) -> int:
+        return self._mirror.state.fills if self._mirror is not None else self._py_fills
+
+    @_fills_since_flush.setter
+    def _fills_since_flush(self, n: int) -> None:
+        if self._mirror is not None:
+            self._mirror.state.fills = n
+        else:
+            self._py_fills = n
+
+    def _set_growth(self) -> None:
+        if self._mirror is not None:
+            self._mirror.state.grow_at = int(0.7 * self._uc_tlb_size) \
+                if self._uc_tlb_size < _UC_TLB_MAX else native.NO_LIMIT
+
+    @property
+    def native_fills(self) -> int:
+        """Unicorn refills the native mirror served (no Python)."""
+        return self._mirror.hits if self._mirror is not None else 0
+
+    def _mirror_context(self) -> None:
+        if self._mirror is not None:
+            s1 = self.mmu.s1
+            self._mirror.context(self.mmu.vmid, s1.asid if s1.enabled else None, s1.dacr)
 
     def _maybe_grow_unicorn_tlb(self) -> None:
         """Unicorn's TLB starts at 256 entries and only grows when flushed while mostly used
@@ -228,6 +281,7 @@ class VCPU(CpuAccess, CpuEvents):
         if self._loaded_vmid != self.mmu.vmid:
             self._loaded_vmid = self.mmu.vmid
             self.flush_unicorn_tlb()
+        self._mirror_context()
 
     # ---- guest exceptions -----------------------------------------------------------------
     def take_exception(self, exc: GuestException, lr: int, *, retired: bool = False) -> int:
@@ -271,12 +325,16 @@ class VCPU(CpuAccess, CpuEvents):
             left = None if budget is None else budget - (self.progress - start)
             if left is not None and left <= 0:
                 return BudgetExhausted(pc=self.pc)
-            chunk = min(left, self._chunk) if left is not None else \
-                (None if self._native is not None else _UNCOUNTED_CHUNK)
-            fills = self.stats["fills"]
-            exit_ = self._burst(chunk)
-            if self._uc_tlb_size < _UC_TLB_MAX and \
-                    self.stats["fills"] - fills > 0.35 * self._uc_tlb_size:
+            if self._native is not None:
+                chunk = left                     # the block hook stops for TLB growth
+            elif left is not None:
+                chunk = min(left, self._chunk)
+            else:
+                chunk = _UNCOUNTED_CHUNK
+            fills = self.stats["fills"] + self.native_fills
+            exit_ = self._burst(chunk, exact=chunk == left)
+            if self._uc_tlb_size < _UC_TLB_MAX and self.stats["fills"] + self.native_fills - \
+                    fills > 0.35 * self._uc_tlb_size:
                 self._maybe_grow_unicorn_tlb()
                 self._chunk = _GROW_CHUNK
             else:
@@ -285,14 +343,20 @@ class VCPU(CpuAccess, CpuEvents):
                 self._maybe_grow_unicorn_tlb()
                 return exit_
 
-    def _burst(self, budget: int | None) -> Exit | None:
+    def _burst(self, budget: int | None, exact: bool = True) -> Exit | None:
         """One emu_start. Returns an exit for the hypervisor, or None when the machine dealt
         with the stop itself (budget chunk, guest exception, hint, emulated trap)."""
+        begin = self.pc | (1 if self.thumb else 0)
+        hook = self._native
+        counting = budget is not None
+        blocks = hook is not None and hook.counting
+        if blocks:
+            hook.start(budget)
+            self._arm_tail(begin, budget if exact else None)
         self._fault = None
         self._intno = None
         self.align.pending = False
         self.stats["bursts"] += 1
-        begin = self.pc | (1 if self.thumb else 0)
         err = None
         self._running = True
         self._pc_t = None
@@ -301,7 +365,7 @@ class VCPU(CpuAccess, CpuEvents):
         if self._vcounter is not None:
             self._vcounter.enter(self.timer.counter())
         try:
-            self.uc.emu_start(begin, 0, count=budget or 0)
+            self.uc.emu_start(begin, 0, count=0 if blocks else budget or 0)
         except UcError as e:
             err = e
         finally:
@@ -311,59 +375,60 @@ class VCPU(CpuAccess, CpuEvents):
         hook_exc = getattr(self.uc, "_hook_exception", None)
         if hook_exc is not None:
             self.uc._hook_exception = None
+            self._untail()
             raise hook_exc
-        counting = budget is not None
-        counted = self._counter.value if counting else 0
         pc, thumb = self.pc, self.thumb
-        stopped = self._native.take_stopped() if self._native is not None else False
-        if err is not None and err.errno == UC_ERR_EXCEPTION and self._fault is not None:
-            fault = self._fault
-            self._account(counted if fault.access == Access.FETCH else counted - 1, counting)
+        stopped = hook.take_stopped() if hook is not None else native.STOP_NONE
+        fault = self._fault if err is not None and err.errno == UC_ERR_EXCEPTION else None
+        if blocks:
+            whole = stopped in (native.STOP_REQUEST, native.STOP_BUDGET,
+                                native.STOP_UNKNOWN_CODE) or \
+                (fault is not None and fault.access == Access.FETCH)
+            done = hook.retired(pc, whole)
+            if done < 0:
+                raise GuestCrash(f"cannot count the instructions of the block at {pc:#x}")
+            self._done = (done, done, True)
+            self._untail()
+        else:
+            counted = self._counter.value if counting else 0
+            self._done = (counted - 1, counted, counting)
+        if fault is not None:
+            self._settle(on_insn=fault.access != Access.FETCH, pc_after=False)
             if isinstance(fault, S1Fault):
                 self._stage1_abort(fault, pc, thumb)     # the guest's own: no exit
                 return None
             return self._abort_exit(fault, pc, thumb)
         if err is not None and err.errno == UC_ERR_INSN_INVALID:
-            return self._invalid(pc, thumb, begin & ~1, counted, counting)
+            return self._invalid(pc, thumb)
         if err is not None:
             raise GuestCrash(f"unicorn stopped at PC {pc:#x}: {err}")
         if self._intno is not None:
-            return self._interrupt(self._intno, pc, thumb, counted, counting)
-        if counting and counted > budget:
-            # Unicorn counts an instruction before running it and stops there: `budget` ran.
-            # (Thumb IT blocks cannot be split: Unicorn may then run and count a few more;
-            # see README "Known limitations".)
-            self._account(budget, counting)
+            return self._interrupt(self._intno, pc, thumb)
+        if blocks and stopped == native.STOP_BUDGET:
+            self._settle(on_insn=True)
+            if exact:
+                self._tail_after(pc, thumb, budget)
+            return None
+        if blocks and stopped == native.STOP_UNKNOWN_CODE:
+            self._settle(on_insn=True)
+            self._learn_code(hook.state.pending_pc, hook.state.pending_end)
+            return None
+        if not blocks and counting and self._counter.value > budget:
+            # Unicorn counts an instruction before running it and stops there (after a Thumb
+            # IT block, which it never splits): all but the last counted one ran.
+            self._settle(on_insn=True)
             return None
         if self.align.pending:
             # The SCTLR.A checker stopped before an unaligned access (emu.align).
-            self._account(counted - 1, counting)
+            self._settle(on_insn=True)
             self._alignment_fault(pc, thumb)
             return None
         if self.debug_stop is not None:
             # A debug hook stopped before the instruction at PC ran (it was counted).
-            self._account(counted - 1, counting)
+            self._settle(on_insn=True)
             reason, self.debug_stop = self.debug_stop, None
             return DebugStop(pc=pc, reason=reason)
-        self._account(counted, counting)
+        self._settle(on_insn=False)
         if stopped:
-            return None              # a stop request (or TLB growth): run() looks at why
+            return None              # a stop request, TLB growth, the tail: run() sees why
         return WaitForInterrupt(pc=pc)
-
-    _last_executed = 0
-
-    def _account(self, n: int, counting: bool = True) -> None:
-        """`n` instructions retired in the burst (known only when the burst was counted)."""
-        if not counting:
-            return
-        self._last_executed = max(0, n)
-        if n > 0:
-            self._skip_bp_at = None              # the resumed instruction has run
-            self.instructions += self._last_executed
-            self._retired()
-
-    def insn_index(self) -> int:
-        """Steps completed so far, exact even from inside a hook during a run."""
-        if self._running and self._counter is not None:
-            return self.progress + max(0, self._counter.value - 1)
-        return self.progress

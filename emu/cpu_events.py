@@ -63,13 +63,13 @@ class CpuEvents:
             return hint[0] if hint else None
         return None
 
-    def _invalid(self, pc: int, thumb: bool, begin: int, counted: int, counting: bool):
+    def _invalid(self, pc: int, thumb: bool):
         hint = self._hint_ended(pc, thumb)
         if hint is not None:
-            self._account(counted, counting)
+            self._settle(on_insn=False)
             self.stats[hint] += 1
             return WaitForEvent(pc=pc) if hint == "wfe" and self.trap_wfe else None
-        self._account(counted - 1, counting)            # PC is on the instruction
+        self._settle(on_insn=True)
         t = decode_coproc(self.read_code(pc, 4), thumb)
         if t is not None:
             try:
@@ -81,19 +81,19 @@ class CpuEvents:
         return None
 
     # ---- UC_HOOK_INTR: exceptions Unicorn raised ------------------------------------------
-    def _interrupt(self, intno: int, pc: int, thumb: bool, counted: int, counting: bool):
+    def _interrupt(self, intno: int, pc: int, thumb: bool):
         if intno == EXCP_HVC:                           # PC is past it
-            self._account(counted, counting)
+            self._settle(on_insn=False)
             imm = self._hvc_imm(pc, thumb)
             return Hypercall(imm=imm, hsr=hsr_hvc(imm), pc=pc)
         if intno == EXCP_SWI:                           # PC is past it; SVC retired
-            self._account(counted, counting)
+            self._settle(on_insn=False)
             self.take_exception(GuestException.SVC, pc, retired=True)
             return None
         if intno == EXCP_SMC:
             # PC is past it. No EL3 on this board (PSCI is over HVC): SMC is UNDEFINED, as
             # QEMU's virt makes it without firmware.
-            self._account(counted - 1, counting)
+            self._settle(on_insn=True, pc_after=True)
             insn = pc - 4
             self.take_exception(GuestException.UNDEFINED,
                                 insn + lr_offset(GuestException.UNDEFINED, thumb))
@@ -101,7 +101,7 @@ class CpuEvents:
         if intno == EXCP_BKPT:
             # PC on it: a debug event taken as a Prefetch Abort (B1.9.7), IFSR "debug event";
             # IFAR is UNKNOWN and QEMU writes 0.
-            self._account(counted - 1, counting)
+            self._settle(on_insn=True)
             self.cp15_write("IFSR", fsr.fsr(fsr.Status.DEBUG, lpae=self._lpae()))
             self.cp15_write("IFAR", 0)
             self.take_exception(GuestException.PREFETCH_ABORT,
@@ -110,7 +110,7 @@ class CpuEvents:
         if intno == EXCP_DATA_ABORT:
             # The TLB-fill hook never raises this: it is an alignment fault (LDREX & co. on an
             # unaligned address, or SCTLR.A), the guest's own Data Abort.
-            self._account(counted - 1, counting)
+            self._settle(on_insn=True)
             self._alignment_fault(pc, thumb)
             return None
         raise GuestCrash(f"unexpected CPU exception {intno} at PC {pc:#x}")

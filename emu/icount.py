@@ -14,7 +14,7 @@ import struct
 
 import numpy as np
 from unicorn import UC_ARCH_ARM, UC_MODE_ARM, Uc
-from unicorn.arm_const import UC_ARM_REG_R0
+from unicorn.arm_const import UC_ARM_REG_PC, UC_ARM_REG_R0
 
 _OFFSET: int | None = None
 _SCAN = 1 << 16
@@ -121,3 +121,180 @@ class FaultAddress:
     @property
     def value(self) -> int:
         return self._cell.value
+
+
+# ---- the CPU's register file (CPUARMState) -----------------------------------------------
+_ENV: tuple[int, int, int] | None = None     # (offset in uc_struct, delta to env, thumb offset)
+_PATTERN = [0x5A5A_0000 ^ (0x0101_0101 * (i + 1)) ^ (i << 4) for i in range(13)]
+
+
+def _readable() -> list[tuple[int, int]]:
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            span, perm = line.split()[:2]
+            if perm[0] == "r":
+                lo, hi = (int(x, 16) for x in span.split("-"))
+                out.append((lo, hi))
+    return out
+
+
+def _env_candidates(uc: Uc, maps: list[tuple[int, int]]) -> set[tuple[int, int]]:
+    """(offset of a pointer in uc_struct, delta from where it points to r0-r12) pairs."""
+    for i, v in enumerate(_PATTERN):
+        uc.reg_write(UC_ARM_REG_R0 + i, v)
+    pattern = struct.pack("<13I", *_PATTERN)
+    words = np.frombuffer(ctypes.string_at(uc._uch.value, 4096), dtype="<u8")
+    hits = set()
+    for i, w in enumerate(int(x) for x in words):
+        if w & 7 or w == 0:
+            continue
+        hi = next((h for lo, h in maps if lo <= w < h), 0)
+        if not hi:
+            continue
+        j = ctypes.string_at(w, min(0x40000, hi - w)).find(pattern)
+        if j >= 0:
+            hits.add((i * 8, j))
+    return hits
+
+
+def _calibrate_env() -> tuple[int, int, int]:
+    """Where the register file lives: a pointer in uc_struct that leads to CPUARMState
+    (regs[] is its first field) at a fixed delta on two engines, and the offset of `thumb`
+    in it (the word that follows CPSR.T)."""
+    a, b = Uc(UC_ARCH_ARM, UC_MODE_ARM), Uc(UC_ARCH_ARM, UC_MODE_ARM)
+    for uc in (a, b):
+        uc.reg_write(UC_ARM_REG_R0, 0)            # engines allocate their CPU on first use
+    maps = _readable()
+    common = sorted(_env_candidates(a, maps) & _env_candidates(b, maps))
+    if not common:
+        raise IcountUnavailable("cannot locate unicorn's ARM register file")
+    off, delta = common[0]
+    env = ctypes.c_uint64.from_address(a._uch.value + off).value + delta
+    from unicorn.arm_const import UC_ARM_REG_CPSR
+    cpsr = a.reg_read(UC_ARM_REG_CPSR)
+    snaps = []
+    for t in (0, 1, 0, 1):
+        a.reg_write(UC_ARM_REG_CPSR, (cpsr & ~0x20) | (t << 5))
+        snaps.append(np.frombuffer(ctypes.string_at(env, 0x2000), dtype="<u4").copy())
+    idx = np.flatnonzero((snaps[0] == 0) & (snaps[1] == 1) & (snaps[2] == 0) & (snaps[3] == 1))
+    if len(idx) != 1:
+        raise IcountUnavailable("cannot locate unicorn's Thumb flag")
+    return off, delta, int(idx[0]) * 4
+
+
+def env_address(uc: Uc) -> tuple[int, int]:
+    """(address of this engine's CPUARMState: r0-r15 as 32-bit words first, address of its
+    Thumb flag), checked on this engine; raises IcountUnavailable if the layout is unknown."""
+    global _ENV
+    if _ENV is None:
+        _ENV = _calibrate_env()
+    off, delta, thumb = _ENV
+    from unicorn.arm_const import UC_ARM_REG_CPSR, UC_ARM_REG_R7
+    cpsr, r7 = uc.reg_read(UC_ARM_REG_CPSR), uc.reg_read(UC_ARM_REG_R7)   # (initialises uc)
+    env = ctypes.c_uint64.from_address(uc._uch.value + off).value + delta
+    flag = ctypes.c_uint32.from_address(env + thumb)
+    ok = True
+    for t in (1, 0):
+        uc.reg_write(UC_ARM_REG_CPSR, (cpsr & ~0x20) | (t << 5))
+        uc.reg_write(UC_ARM_REG_R7, 0x1234_5670 + t)
+        ok &= flag.value == t and ctypes.c_uint32.from_address(env + 28).value == 0x1234_5670 + t
+    uc.reg_write(UC_ARM_REG_CPSR, cpsr)
+    uc.reg_write(UC_ARM_REG_R7, r7)
+    if not ok:
+        raise IcountUnavailable("unicorn's register file is not where calibration found it")
+    return env, env + thumb
+
+
+# ---- exact budgets with block counting (emu.native.BlockHook) ----------------------------
+def _thumb32(hw: int) -> bool:
+    return hw >> 11 in (0b11101, 0b11110, 0b11111)
+
+
+def tail_stop(code: bytes, pc: int, thumb: bool, cpsr: int, left: int) -> int | None:
+    """Where a run that must retire `left` more instructions of the block at `pc` (its bytes:
+    `code`) stops: after `left` instructions, or - when that boundary is inside a Thumb IT
+    block - after the IT block, as Unicorn's count= does (it never stops where QEMU's
+    translator has condexec_mask set). None: no such boundary inside the block (run it
+    whole). `cpsr` gives the IT state the block starts with."""
+    if not thumb:
+        return pc + 4 * left if 4 * left < len(code) else None
+    itstate = ((cpsr >> 10) & 0x3F) << 2 | ((cpsr >> 25) & 3)
+    cond, mask = itstate >> 4, (itstate & 0xF) << 1       # QEMU's condexec_cond / _mask
+    off = n = 0
+    while off + 2 <= len(code):
+        if n >= left and mask == 0:
+            return pc + off
+        hw = int.from_bytes(code[off:off + 2], "little")
+        if _thumb32(hw):
+            off += 4
+        else:
+            off += 2
+            if hw & 0xFF00 == 0xBF00 and hw & 0xF and mask == 0:      # IT
+                cond, mask = (hw >> 4) & 0xE, hw & 0x1F
+        if mask:
+            cond = (cond & 0xE) | ((mask >> 4) & 1)
+            mask = (mask << 1) & 0x1F
+        n += 1
+    return None
+
+
+def it_skipped(pcs: list, read_code) -> int:
+    """How many Thumb instructions inside IT blocks failed their condition, from the
+    addresses Unicorn's code hooks saw in order (`pcs`): a failed one calls no hook (its
+    hook is emitted after the condition's branch) yet is architecturally executed and
+    counted (emu.native counts blocks; QEMU's -icount counts it too)."""
+    n = 0
+    for i, a in enumerate(pcs):
+        hw = int.from_bytes(read_code(a, 2), "little")
+        if hw & 0xFF00 != 0xBF00 or not hw & 0xF:
+            continue
+        length = 4 - ((hw & 0xF) & -(hw & 0xF)).bit_length() + 1     # IT block length
+        at, j = a + 2, i + 1
+        for _ in range(length):
+            if j < len(pcs) and pcs[j] == at:
+                j += 1
+            else:
+                n += 1
+            first = int.from_bytes(read_code(at, 2), "little")
+            at += 4 if first >> 11 in (0x1D, 0x1E, 0x1F) else 2
+    return n
+
+
+class BlockCount:
+    """Unicorn-counter semantics (`value`: instructions started in this emu_start, the one in
+    progress included) over a native block hook, for code that reads the count from inside
+    a hook during a run (emu.cpu insn_index, tracing)."""
+
+    def __init__(self, cpu) -> None:
+        self._cpu = cpu
+
+    @property
+    def value(self) -> int:
+        cpu = self._cpu
+        hook = cpu._native
+        if cpu._fetch_fill:
+            return hook.count           # a fetch fill: the next block has not started
+        pc = cpu.uc.reg_read(UC_ARM_REG_PC)
+        done = hook.retired(pc, False)
+        return hook.count if done < 0 else done + 1
+
+
+# ---- where a hook's address bounds live (struct hook) ------------------------------------
+_BOUNDS: int | None = None
+
+
+def hook_bounds_offset(handle: int, begin: int, end: int) -> int:
+    """Offset of `begin` (then `end`) in the struct hook behind a uc_hook handle created with
+    those bounds: found once, checked on every call."""
+    global _BOUNDS
+    words = np.frombuffer(ctypes.string_at(handle, 64), dtype="<u8")
+    if _BOUNDS is None:
+        hits = [i * 8 for i in range(7) if int(words[i]) == begin and int(words[i + 1]) == end]
+        if len(hits) != 1:
+            raise IcountUnavailable("cannot locate a hook's address range")
+        _BOUNDS = hits[0]
+    i = _BOUNDS // 8
+    if int(words[i]) != begin or int(words[i + 1]) != end:
+        raise IcountUnavailable("a hook's address range is not where calibration found it")
+    return _BOUNDS

@@ -61,6 +61,9 @@ class TLB:
         self._by_block: dict[tuple[int, int, int], set] = {}      # (vmid, size, base) -> keys
         self.s2_walk: dict[tuple[int, int], tuple[int, int]] = {}   # (vmid, ipa page) -> (pa, desc)
         self.listeners: list[Callable[[str, int | None], None]] = []
+        # caches of this TLB (emu.native's fill mirror): told exactly what goes, before the
+        # listeners - a list of entries, or (None, vmid) for all of a VMID's (vmid None: all)
+        self.removal_listeners: list[Callable[[list[TLBEntry] | None, int | None], None]] = []
         self.stats: Counter[str] = Counter()
 
     def __len__(self) -> int:
@@ -93,6 +96,9 @@ class TLB:
         old = self._entries.get(key)
         if old is not None:          # the page re-filled, maybe through a mapping of another size
             self._unindex(key, old)
+            if old != entry:
+                for fn in self.removal_listeners:    # another CPU's copy must not outlive it
+                    fn([old], None)
         self._entries[key] = entry
         self._by_block.setdefault((entry.vmid, entry.s1_size, entry.s1_base), set()).add(key)
         self.stats["fill"] += 1
@@ -102,15 +108,18 @@ class TLB:
                       key=lambda e: (e.vmid, e.tag, e.va_page))
 
     # ---- removal --------------------------------------------------------------------------
-    def _remove(self, keys) -> int:
-        n = 0
+    def _remove(self, keys, notify: bool = True) -> int:
+        gone = []
         for key in list(keys):
             e = self._entries.pop(key, None)
             if e is None:
                 continue
-            n += 1
+            gone.append(e)
             self._unindex(key, e)
-        return n
+        if gone and notify:
+            for fn in self.removal_listeners:
+                fn(gone, None)
+        return len(gone)
 
     def _unindex(self, key, e: TLBEntry) -> None:
         block = self._by_block.get((e.vmid, e.s1_size, e.s1_base))
@@ -127,7 +136,9 @@ class TLB:
     # ---- the hypervisor's maintenance -----------------------------------------------------
     def flush_vmid(self, vmid: int) -> None:
         """TLBIALLIS in Hyp mode with VTTBR.VMID = vmid (KVM's __kvm_tlb_flush_vmid)."""
-        self._remove([k for k in self._entries if k[0] == vmid])
+        self._remove([k for k in self._entries if k[0] == vmid], notify=False)
+        for fn in self.removal_listeners:
+            fn(None, vmid)
         for k in [k for k in self.s2_walk if k[0] == vmid]:
             del self.s2_walk[k]
         self._flushed("flush_vmid", vmid)
@@ -143,6 +154,8 @@ class TLB:
         self._entries.clear()
         self._by_block.clear()
         self.s2_walk.clear()
+        for fn in self.removal_listeners:
+            fn(None, None)
         self._flushed("flush_all_nsnh", None)
 
     # ---- the guest's maintenance (stage 1, its own VMID) ------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import struct
 
+from emu.icount import it_skipped  # noqa: F401  (tests import it from here)
 from emu.machine import RAM_BASE, Machine
 
 CODE = RAM_BASE
@@ -71,3 +72,4 @@ class Snippet:
         """The vector offset the guest took (0x04 undefined, 0x08 SVC, 0x0C prefetch abort,
         0x10 data abort, ...), NO_VECTOR if none."""
         return self.cpu.reg(7)
+

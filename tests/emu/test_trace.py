@@ -19,6 +19,7 @@ import os
 
 import pytest
 
+from emu import native
 from emu.machine import Machine
 from emu.debug.perfetto import PerfettoExporter
 from emu.debug.trace import KINDS, TraceError, Tracer, parse_kinds, parse_range
@@ -26,6 +27,7 @@ from hyp import dirty
 from hyp.exits import Stage2Abort
 
 from conftest import GUESTS
+from snippet import it_skipped
 
 GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 REGEN = os.environ.get("S2EMU_REGEN_GOLDEN") == "1"
@@ -392,7 +394,11 @@ def test_tracing_changes_nothing_the_guest_sees(guest):
     insns = sum(1 for l in lines if "] insn  " in l)
     dabts = sum(1 for l in lines if "] exit  data-abort " in l and not l.endswith("-> mmio"))
     unds = sum(1 for l in lines if "] exc   und " in l)
-    assert insns == m.cpu.instructions + dabts + unds
+    # Thumb IT-block instructions whose condition fails call no code hook but are counted
+    # (with the native block counter; Unicorn's own counter misses them too)
+    pcs = [int(l.split()[3], 16) for l in lines if "] insn  " in l]
+    skipped = it_skipped(pcs, m.cpu.read_code) if native.AVAILABLE and guest == "thumb" else 0
+    assert insns + skipped == m.cpu.instructions + dabts + unds
     if guest == "thumb":      # memory hooks in IT blocks (see Tracer._on_mem)
         assert "thumb: asm and C agree" in m.uart.text
 
