@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 import time
+import weakref
 from typing import Iterator
 
 
@@ -31,6 +32,7 @@ class StopControl:
         self.running = False                    # a run is in progress: SIGINT requests a stop
         self._native: list = []                 # emu.native.BlockHooks of uncounted runs
         self._wake = threading.Event()
+        self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
 
     def bind_native(self, hook) -> None:
@@ -59,28 +61,41 @@ class StopControl:
         return reason
 
     def set_deadline(self, deadline: float | None) -> None:
-        self.deadline = deadline
-        if self._native and deadline is not None:
-            self._ensure_watcher()
-            self._wake.set()
+        with self._lock:
+            self.deadline = deadline
+            if self._native and deadline is not None and self._watcher is None:
+                self._watcher = threading.Thread(target=StopControl._watch,
+                                                 args=(weakref.ref(self),),
+                                                 name="s2emu-stop", daemon=True)
+                self._watcher.start()
+        self._wake.set()
 
-    # ---- the watcher thread (uncounted runs only) -------------------------------------
-    def _ensure_watcher(self) -> None:
-        if self._watcher is None:
-            self._watcher = threading.Thread(target=self._watch, name="s2emu-stop",
-                                             daemon=True)
-            self._watcher.start()
-
-    def _watch(self) -> None:
+    # ---- the watcher thread (native hooks only) ---------------------------------------
+    @staticmethod
+    def _watch(ref) -> None:
+        """Arm the native hooks when the deadline passes during a run. It lives while a
+        deadline is set (a run with a timeout) and holds the control only weakly: a machine
+        that is dropped is freed, with its engines."""
         while True:
-            deadline = self.deadline
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            self._wake.wait(wait)
-            self._wake.clear()
-            if self.deadline is not None and time.monotonic() >= self.deadline and \
-                    self.running:
-                self.request("timeout")
-                self.deadline = None
+            ctl = ref()
+            if ctl is None:
+                return
+            with ctl._lock:
+                deadline = ctl.deadline
+                if deadline is None:
+                    ctl._watcher = None
+                    return
+            wake = ctl._wake
+            del ctl
+            wake.wait(max(0.0, deadline - time.monotonic()))
+            wake.clear()
+            ctl = ref()
+            if ctl is None:
+                return
+            if ctl.deadline is not None and time.monotonic() >= ctl.deadline and ctl.running:
+                ctl.request("timeout")
+                ctl.deadline = None
+            del ctl
 
 
 @contextlib.contextmanager
