@@ -268,9 +268,13 @@ def short_world(draw):
             l2 = {j: dict(kind=draw(weighted((3, "small"), (1, "large"))), xn=draw(bit),
                           ap=draw(sd_ap), out=draw(PAGES))
                   for j in draw(st.lists(st.sampled_from(SD_L2_IDX), unique=True, max_size=4))}
-            for p in l2.values():
+            for j, p in sorted(l2.items()):
                 if p["kind"] == "large":
+                    # a large page's descriptor fills its 16 aligned entries (B3.5.1: one
+                    # copy alone is UNPREDICTABLE - hardware may cache it for all 64 KiB)
                     p["out"] &= ~0xFFFF
+                    for k in range(j & ~15, (j & ~15) + 16):
+                        l2[k] = p
             e.update(kind="table", table=next(slots), l2=l2)
         l1[idx] = e
     dacr = draw(weighted((3, "clients"), (1, "any")).flatmap(
