@@ -15,6 +15,7 @@ addresses with its MMU on).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import select
 import shutil
@@ -90,6 +91,10 @@ def linux_rows(ctx: Context) -> list[Result]:
     cache = cache_dir()
     if cache is None:
         ctx.progress("linux rows skipped: no kernel in the cache (python guests/linux/fetch.py)")
+        return []
+    if importlib.util.find_spec("libfdt") is None:
+        ctx.progress("linux rows skipped: the board's device tree needs pylibfdt "
+                     "(pip install -e '.[linux]')")
         return []
     quick = ctx.sizes.reps <= 1
     reps = 1 if quick else 2
