@@ -121,19 +121,11 @@ class Scheduler:
         """Every vCPU that is on waits: jump to the next timer that can wake one."""
         if all(s == OFF for s in self.power.states):
             return "off"
-        clock = self.vm.clock
-        wake = clock.next_wake()
         if any(self.waiting):
             self.waiting = [False] * len(self.waiting)   # a WFE may always wake (spuriously)
-            if wake is None:
+            if self.vm.clock.next_wake() is None:
                 return None
-        if wake is None:
-            return "wfi"
-        target = min(wake, clock.next_deadline() or wake)
-        if until_ns is not None and target > until_ns:
-            clock.sleep(until_ns - clock.now_ns())
-            return "time"
-        clock.sleep(target - clock.now_ns())
-        self.vm.stats["wfi sleeps"] += 1
-        clock.fire_due()
-        return None
+        reason = self.vm.clock.sleep_to_wake(until_ns)
+        if reason is None:
+            self.vm.stats["wfi sleeps"] += 1
+        return reason

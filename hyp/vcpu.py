@@ -131,18 +131,11 @@ class Vcpu:
         """WFI: sleep in virtual time until the interrupt controller raises this vCPU's line
         ("woken"), firing timers on the way; "wfi" when no timer that could raise one is
         armed (nothing can ever wake it), "time" at `until_ns`."""
-        clock, cpu = self.vm.clock, self.cpu
-        while not getattr(cpu, "virq", False):
-            wake = clock.next_wake()
-            if wake is None:
-                return "wfi"
-            target = min(wake, clock.next_deadline() or wake)
-            if until_ns is not None and target > until_ns:
-                clock.sleep(until_ns - clock.now_ns())
-                return "time"
-            clock.sleep(target - clock.now_ns())
+        while not getattr(self.cpu, "virq", False):
+            reason = self.vm.clock.sleep_to_wake(until_ns)
+            if reason is not None:
+                return reason
             self.vm.stats["wfi sleeps"] += 1
-            clock.fire_due()
         return "woken"
 
     def _handle(self, ex) -> str:

@@ -66,6 +66,21 @@ class VirtualClock:
     def cancel(self, handle: int) -> None:
         self._cancelled.add(handle)
 
+    def sleep_to_wake(self, until_ns: int | None) -> str | None:
+        """Every vCPU waits (WFI): jump to the next timer that can raise an interrupt and
+        fire the due ones (None); "wfi" when none is armed (nothing can ever wake a vCPU),
+        "time" when `until_ns` comes first (the clock stops there)."""
+        wake = self.next_wake()
+        if wake is None:
+            return "wfi"
+        target = min(wake, self.next_deadline() or wake)
+        if until_ns is not None and target > until_ns:
+            self.sleep(until_ns - self.now_ns())
+            return "time"
+        self.sleep(target - self.now_ns())
+        self.fire_due()
+        return None
+
     def next_deadline(self) -> int | None:
         while self._timers and self._timers[0][1] in self._cancelled:
             handle = heapq.heappop(self._timers)[1]
