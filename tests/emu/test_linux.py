@@ -14,9 +14,6 @@ Input is typed the way a terminal delivers it, between bursts (PL011.feed, flow-
 import io
 import os
 import re
-import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -25,10 +22,9 @@ from emu.machine import Machine
 from emu.migration import incoming, migrate_out
 from hyp.migration.precopy import Params
 
-from conftest import ROOT
+from conftest import linux_cache
 
 pytestmark = pytest.mark.slow
-FETCH = os.path.join(ROOT, "guests", "linux", "fetch.py")
 APPEND = "console=ttyAMA0 cryptomgr.notests"
 PROMPT = b"/root # "
 SLICE = 2_000_000
@@ -37,16 +33,7 @@ SLICE = 2_000_000
 @pytest.fixture(scope="module")
 def cache() -> str:
     pytest.importorskip("libfdt", reason="the s2emu[linux] extra (pylibfdt) is not installed")
-    if shutil.which("apt-get") is None:
-        pytest.skip("no apt-get: the Linux guest comes from Debian's packages")
-    r = subprocess.run([sys.executable, FETCH, "-q"], capture_output=True, text=True,
-                       timeout=900)
-    if r.returncode == 3:
-        pytest.skip(f"cannot download the Debian packages: {r.stderr.strip()}")
-    assert r.returncode == 0, r.stderr
-    sys.path.insert(0, os.path.dirname(FETCH))
-    import fetch
-    return fetch.default_cache()
+    return linux_cache()
 
 
 def boot(cache: str, smp: int = 1) -> Machine:

@@ -17,7 +17,7 @@ import pytest
 
 from emu.boot.dtb import Board, build_dtb
 
-from conftest import ROOT
+from conftest import ROOT, linux_cache
 
 FETCH = os.path.join(ROOT, "guests", "linux", "fetch.py")
 pytestmark = pytest.mark.slow
@@ -25,16 +25,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cache() -> str:
-    if shutil.which("apt-get") is None:
-        pytest.skip("no apt-get: the Linux guest comes from Debian's packages")
-    r = subprocess.run([sys.executable, FETCH, "-q"], capture_output=True, text=True,
-                       timeout=900)
-    if r.returncode == 3:
-        pytest.skip(f"cannot download the Debian packages: {r.stderr.strip()}")
-    assert r.returncode == 0, r.stderr
-    sys.path.insert(0, os.path.dirname(FETCH))
-    import fetch
-    return fetch.default_cache()
+    return linux_cache()
 
 
 def cpio_entries(data: bytes) -> dict:
