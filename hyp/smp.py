@@ -83,23 +83,27 @@ class Scheduler:
                                   until_ns=until_ns)
             done += r.instructions
             self._left -= r.instructions
-            if r.instructions:                 # its stores and SEVs: the others' events
-                self.waiting = [w and j == i for j, w in enumerate(self.waiting)]
+            waits = self.ran(i, r)
             if r.reason == "budget":
                 if self._left <= 0:
                     self._next = i + 1
                 continue
             self._left = 0
             self._next = i + 1
-            if r.reason == "yield":
-                self.waiting[i] = True
-                continue
-            if r.reason == "cpu-off":
-                continue
-            if r.reason == "halted":
-                self.halted[i] = True
-                continue
-            return RunResult(r.reason, done, r.error, r.exit)
+            if not waits:
+                return RunResult(r.reason, done, r.error, r.exit)
+
+    def ran(self, i: int, r: RunResult) -> bool:
+        """Bookkeeping after vCPU i ran (here, or one step of it in the debugger): what it
+        retired may be the event others wait for; a WFE makes it wait for one, a WFI with no
+        interrupt halts it. True when `r` ends only this vCPU's turn (WFE, WFI, CPU_OFF)."""
+        if r.instructions:                     # its stores and SEVs: the others' events
+            self.waiting = [w and j == i for j, w in enumerate(self.waiting)]
+        if r.reason == "yield":
+            self.waiting[i] = True
+        elif r.reason == "halted":
+            self.halted[i] = True
+        return r.reason in ("yield", "halted", "cpu-off")
 
     def _runnable(self, i: int) -> bool:
         return self.power.states[i] != OFF and not self.halted[i] and not self.waiting[i]

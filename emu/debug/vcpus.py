@@ -88,13 +88,7 @@ def step_alone(m, i: int, timeout: float | None = None) -> RunResult:
     sched.halted[i] = sched.waiting[i] = False
     sched.power.started(i)
     r = sched.vcpus[i].run(max_insns=1, timeout=timeout)
-    if r.instructions:                          # as the scheduler: the others' events
-        sched.waiting = [False] * len(sched.waiting)
-    if r.reason == "halted":
-        sched.halted[i] = True
-    if r.reason == "yield":
-        sched.waiting[i] = True
-    if r.reason in ("halted", "cpu-off", "yield"):
+    if sched.ran(i, r):
         return RunResult("budget", r.instructions, exit=r.exit)
     return r
 
