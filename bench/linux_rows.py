@@ -32,9 +32,13 @@ QUICK_STEPS = 40_000_000
 
 
 def cache_dir() -> str | None:
-    base = os.environ.get("S2EMU_LINUX_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "s2emu", "linux")
+    """guests/linux/fetch.py's cache, if it holds what the rows boot."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "guests", "linux", "fetch.py")
+    spec = importlib.util.spec_from_file_location("s2emu_linux_fetch", path)
+    fetch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fetch)
+    base = fetch.default_cache()
     need = ("Image", "Image.uimg", "initrd.gz")
     return base if all(os.path.exists(os.path.join(base, n)) for n in need) else None
 
