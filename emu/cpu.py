@@ -121,7 +121,7 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         self.align = AlignmentCheck(self)      # SCTLR.A (Unicorn ignores it)
         self.timer = None                      # hyp.timer.arch_timer.ArchTimer (attach_time)
         self.pmu = None                        # hyp.timer.pmu.Pmu
-        self._vcounter: VirtualCounter | None = None
+        self.vcounter: VirtualCounter | None = None
         self._hcr = HCR_TRAPS
         self.virq = False                      # the interrupt controller's IRQ line to us
         mmu.tlb.listeners.append(self._tlb_flushed)
@@ -142,7 +142,7 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         and are emulated (emu.timer_traps); CNTVOFF follows virtual time."""
         self.timer, self.pmu = timer, pmu
         timer_traps.enable_traps(self.uc)
-        self._vcounter = VirtualCounter(self.uc, lambda: time.monotonic_ns() // 16)
+        self.vcounter = VirtualCounter(self.uc, lambda: time.monotonic_ns() // 16)
 
     def set_virq(self, irq: bool, fiq: bool = False) -> None:
         """The interrupt controller's IRQ/FIQ lines to this vCPU: HCR.VI/VF with HCR.IMO/FMO
@@ -362,16 +362,16 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         self._pc_t = None
         self.stop.running = True
         uclib.uc_reg_write(self.uc._uch, A.UC_ARM_REG_ESR, self._esr_arg)
-        if self._vcounter is not None:
-            self._vcounter.enter(self.timer.counter())
+        if self.vcounter is not None:
+            self.vcounter.enter(self.timer.counter())
         try:
             self.uc.emu_start(begin, 0, count=0 if blocks else budget or 0)
         except UcError as e:
             err = e
         finally:
             self._running = False
-            if self._vcounter is not None:
-                self._vcounter.exit()
+            if self.vcounter is not None:
+                self.vcounter.exit()
         hook_exc = getattr(self.uc, "_hook_exception", None)
         if hook_exc is not None:
             self.uc._hook_exception = None

@@ -211,8 +211,8 @@ class Machine:
         pmu = Pmu(self.vm.clock)
         timer.name, pmu.name = f"cpu{i}.timer", f"cpu{i}.pmu"
         cpu.attach_time(timer, pmu)
-        cpu._vcounter.name = f"cpu{i}.cntvct"
-        self.vm.bus.internal += [timer, pmu, cpu._vcounter]
+        cpu.vcounter.name = f"cpu{i}.cntvct"
+        self.vm.bus.internal += [timer, pmu, cpu.vcounter]
 
     def load(self, path: str, args: str = "") -> loader.Image:
         """Load an ELF and reset the CPU to its entry: SVC mode, MMU off, r0=0, as -kernel."""
