@@ -23,7 +23,7 @@ from unicorn import (UC_ARCH_ARM, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_EXCE
                      UC_ERR_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_TLB_FILL, UC_MODE_ARM,
                      UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UC_TLB_VIRTUAL, Uc, UcError)
 from unicorn import arm_const as A
-from unicorn.unicorn_py3.unicorn import uclib
+from unicorn.unicorn_py3.unicorn import uc_tlb_entry, uclib
 
 from hyp.arch.descriptors import Prot
 from hyp.arch.exception import CPSR_T, MODE_USR, GuestException, enter
@@ -42,6 +42,7 @@ from .cpu_access import CpuAccess
 from .cpu_count import CpuCount
 from .cpu_events import ESR_UNTOUCHED, CpuEvents, GuestCrash
 from .icount import BlockCount, FaultAddress
+from .raw_regs import RawRegs
 from .icount import Counter as InsnCounter
 from .timer_traps import VirtualCounter
 from .stop import StopControl
@@ -53,6 +54,8 @@ _UC_ACCESS = {16: Access.READ, 17: Access.WRITE, 18: Access.FETCH}
 _FETCH_PERMS = UC_PROT_EXEC | UC_PROT_READ
 _DATA_PERMS = {p: (UC_PROT_READ if p & Prot.R else 0) | (UC_PROT_WRITE if p & Prot.W else 0)
                for p in (Prot(v) for v in range(8))}
+_FILL_CFUNC = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+                               ctypes.POINTER(uc_tlb_entry), ctypes.c_void_p)
 _UC_TLB_MAX = 1 << 20            # QEMU's dynamic TLB: 256 entries, doubling up to 2^20
 _GROW_CHUNK = 65_536             # instructions per burst while the TLB needs to grow
 _MAX_CHUNK = 1 << 22             # bursts between stop-request checks (~0.1 s of guest code)
@@ -77,6 +80,7 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         uc.ctl_exits_enabled(True)
         uc.ctl_set_exits([])         # no exit address: none of the guest's is reserved
         self.uc = uc
+        self.raw = RawRegs(uc)
         self._host = mem.buf.ctypes.data - mem.base    # host address of PA 0
         self._esr_arg = ctypes.byref(ctypes.c_uint32(ESR_UNTOUCHED))
         self.icount = icount
@@ -90,7 +94,10 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         if self._mirror is not None:
             mmu.tlb.removal_listeners.append(self._mirror.removed)
         self._py_fills = 0
-        uc.hook_add(UC_HOOK_TLB_FILL, self._fill)
+        # The fill hook through the library (no binding wrappers: it runs on every miss).
+        self._fill_cb = _FILL_CFUNC(self._fill)
+        native.hook_add(uc, UC_HOOK_TLB_FILL, ctypes.cast(self._fill_cb, ctypes.c_void_p).value,
+                        0)
         uc.hook_add(UC_HOOK_INTR, self._intr)
         self._counter = InsnCounter(uc) if self._native is None else BlockCount(self)
         self._fault_address = FaultAddress(uc)     # the exact VA of a denied access
@@ -142,7 +149,7 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         and are emulated (emu.timer_traps); CNTVOFF follows virtual time."""
         self.timer, self.pmu = timer, pmu
         timer_traps.enable_traps(self.uc)
-        self.vcounter = VirtualCounter(self.uc, lambda: time.monotonic_ns() // 16)
+        self.vcounter = VirtualCounter(self.raw, lambda: time.monotonic_ns() // 16)
 
     def set_virq(self, irq: bool, fiq: bool = False) -> None:
         """The interrupt controller's IRQ/FIQ lines to this vCPU: HCR.VI/VF with HCR.IMO/FMO
@@ -152,7 +159,7 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         hcr = HCR_TRAPS | HCR_IMO | HCR_FMO | (HCR_VI if irq else 0) | (HCR_VF if fiq else 0)
         if hcr != self._hcr:
             self._hcr = hcr
-            self.uc.reg_write(A.UC_ARM_REG_CP_REG, HCR + (hcr,))
+            self.raw.cp_write(HCR, hcr)
 
     @property
     def progress(self) -> int:
@@ -160,7 +167,18 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         return self.instructions + self.entries
 
     # ---- the fast path's only Python: TLB misses ----------------------------------------
-    def _fill(self, uc, vaddr, access_code, entry, _ud) -> bool:
+    def _fill(self, _uch, vaddr, access_code, entry_p, _ud) -> bool:
+        """Unicorn's TLB-fill hook (uc_cb_tlbfill_t). An exception stops the run and is
+        raised by the burst, as the binding's hooks do."""
+        try:
+            return self._fill_entry(vaddr, access_code, entry_p[0])
+        except BaseException as e:
+            if self.uc._hook_exception is None:
+                self.uc._hook_exception = e
+            uclib.uc_emu_stop(self.raw.uch)
+            return False
+
+    def _fill_entry(self, vaddr: int, access_code: int, entry) -> bool:
         access = _UC_ACCESS[access_code]
         self._fetch_fill = access == Access.FETCH
         priv = self._privilege(access) if self.mmu.s1.enabled else PL1
@@ -191,12 +209,12 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         """PL0 in User mode, and for the unprivileged loads/stores (LDRT, STRT...) PL1 code
         makes: Unicorn caches those in its PL0 TLB, so they must get PL0's permissions.
         (Unicorn syncs PC and CPSR before calling the fill hook.)"""
-        cpsr = self.uc.reg_read(A.UC_ARM_REG_CPSR)
+        cpsr = self.raw.read(A.UC_ARM_REG_CPSR)
         if cpsr & 0x1F == MODE_USR:
             return PL0
         if access == Access.FETCH:
             return PL1
-        pc = self.uc.reg_read(A.UC_ARM_REG_PC)
+        pc = self.raw.read(A.UC_ARM_REG_PC)
         code = self.read_code(pc, 4)
         return PL0 if unprivileged(code, bool(cpsr & CPSR_T)) else PL1
 
@@ -357,29 +375,29 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         self._intno = None
         self.align.pending = False
         self.stats["bursts"] += 1
-        err = None
         self._running = True
         self._pc_t = None
         self.stop.running = True
-        uclib.uc_reg_write(self.uc._uch, A.UC_ARM_REG_ESR, self._esr_arg)
+        uch = self.raw.uch
+        uclib.uc_reg_write(uch, A.UC_ARM_REG_ESR, self._esr_arg)
         if self.vcounter is not None:
             self.vcounter.enter(self.timer.counter())
-        try:
-            self.uc.emu_start(begin, 0, count=0 if blocks else budget or 0)
-        except UcError as e:
-            err = e
+        uc = self.uc
+        uc._hook_exception = None
+        try:                             # the library call: a stop is a status, not a raise
+            err = uclib.uc_emu_start(uch, begin, 0, 0, 0 if blocks else budget or 0)
         finally:
             self._running = False
             if self.vcounter is not None:
                 self.vcounter.exit()
-        hook_exc = getattr(self.uc, "_hook_exception", None)
+        hook_exc = uc._hook_exception
         if hook_exc is not None:
-            self.uc._hook_exception = None
+            uc._hook_exception = None
             self._untail()
             raise hook_exc
         pc, thumb = self.pc, self.thumb
         stopped = hook.take_stopped() if hook is not None else native.STOP_NONE
-        fault = self._fault if err is not None and err.errno == UC_ERR_EXCEPTION else None
+        fault = self._fault if err == UC_ERR_EXCEPTION else None
         if blocks:
             whole = stopped in (native.STOP_REQUEST, native.STOP_BUDGET,
                                 native.STOP_UNKNOWN_CODE) or \
@@ -398,10 +416,10 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
                 self._stage1_abort(fault, pc, thumb)     # the guest's own: no exit
                 return None
             return self._abort_exit(fault, pc, thumb)
-        if err is not None and err.errno == UC_ERR_INSN_INVALID:
+        if err == UC_ERR_INSN_INVALID:
             return self._invalid(pc, thumb)
-        if err is not None:
-            raise GuestCrash(f"unicorn stopped at PC {pc:#x}: {err}")
+        if err:
+            raise GuestCrash(f"unicorn stopped at PC {pc:#x}: {UcError(err)}")
         if self._intno is not None:
             return self._interrupt(self._intno, pc, thumb)
         if blocks and stopped == native.STOP_BUDGET:

@@ -15,27 +15,30 @@ from .cp15 import CP15
 
 _REGS = [A.UC_ARM_REG_R0 + i for i in range(13)] + [A.UC_ARM_REG_SP, A.UC_ARM_REG_LR,
                                                      A.UC_ARM_REG_PC]
+_PC, _CPSR = A.UC_ARM_REG_PC, A.UC_ARM_REG_CPSR
 
 
 class CpuAccess:
-    """Mixin of emu.cpu.VCPU (needs uc, mem, mmu, _running, _pc_t, _breakpoints,
+    """Mixin of emu.cpu.VCPU (needs uc, raw (emu.raw_regs.RawRegs), mem, mmu, _running, _pc_t, _breakpoints,
     _skip_bp_at, debug_stop, instructions, _retired)."""
 
     # ---- registers (the RegisterFile protocol of hyp.arch.exception) --------------------
+    # Through emu.raw_regs (the library call, no binding layers): exits read a few of these.
     def reg(self, n: int) -> int:
-        return self.uc.reg_read(_REGS[n])
+        return self.raw.read(_REGS[n])
 
     def set_reg(self, n: int, value: int) -> None:
         if n == 15:
             self.set_pc(value, self.thumb)
         else:
-            self.uc.reg_write(_REGS[n], value & 0xFFFFFFFF)
+            self.raw.write(_REGS[n], value)
 
-    # PC and the T bit are cached between runs (each reg_read costs ~1.5 us on the fault
-    # path); every write through this class drops the cache, a run refreshes it.
+    # PC and the T bit are cached between runs; every write through this class drops the
+    # cache, a run refreshes it.
     def _pc_thumb(self) -> tuple[int, bool]:
         if self._running or self._pc_t is None:
-            pc_t = (self.uc.reg_read(A.UC_ARM_REG_PC), bool(self.get_cpsr() & CPSR_T))
+            raw = self.raw
+            pc_t = (raw.read(_PC), bool(raw.read(_CPSR) & CPSR_T))
             if self._running:
                 return pc_t
             self._pc_t = pc_t
@@ -50,27 +53,27 @@ class CpuAccess:
         return self._pc_thumb()[1]
 
     def get_cpsr(self) -> int:
-        return self.uc.reg_read(A.UC_ARM_REG_CPSR)
+        return self.raw.read(_CPSR)
 
     def set_cpsr(self, value: int) -> None:
         self._pc_t = None
-        self.uc.reg_write(A.UC_ARM_REG_CPSR, value)
+        self.raw.write(_CPSR, value)
 
     def set_spsr(self, value: int) -> None:
-        self.uc.reg_write(A.UC_ARM_REG_SPSR, value)
+        self.raw.write(A.UC_ARM_REG_SPSR, value)
 
     def set_lr(self, value: int) -> None:
-        self.uc.reg_write(A.UC_ARM_REG_LR, value & 0xFFFFFFFF)
+        self.raw.write(A.UC_ARM_REG_LR, value)
 
     def set_pc(self, value: int, thumb: bool) -> None:
         self._pc_t = None
-        self.uc.reg_write(A.UC_ARM_REG_PC, (value & ~1) | (1 if thumb else 0))
+        self.raw.write(_PC, (value & ~1) | (1 if thumb else 0))
 
     def cp15_read(self, name: str) -> int:
-        return self.uc.reg_read(A.UC_ARM_REG_CP_REG, CP15[name])
+        return self.raw.cp_read(CP15[name])
 
     def cp15_write(self, name: str, value: int) -> None:
-        self.uc.reg_write(A.UC_ARM_REG_CP_REG, CP15[name] + (value,))
+        self.raw.cp_write(CP15[name], value)
 
     def regs(self) -> list[int]:
         """r0-r15 and CPSR."""

@@ -54,7 +54,7 @@ class CpuEvents:
         a trap its own EC; a hint writes nothing, but a TLB fill earlier in the burst may have
         left the data-abort ISS template of a load/store there (QEMU's restore_state_to_opc:
         EC 0, ISV set, or 0), so that case is decided by the instruction before PC."""
-        esr = self.uc.reg_read(A.UC_ARM_REG_ESR)
+        esr = self.raw.read(A.UC_ARM_REG_ESR)
         if esr == ESR_UNTOUCHED:
             hint = hint_before(self.read_code, pc, thumb)
             return hint[0] if hint else "hint"

@@ -275,7 +275,7 @@ class BlockCount:
         hook = cpu._native
         if cpu._fetch_fill:
             return hook.count           # a fetch fill: the next block has not started
-        pc = cpu.uc.reg_read(UC_ARM_REG_PC)
+        pc = cpu.raw.read(UC_ARM_REG_PC)
         done = hook.retired(pc, False)
         return hook.count if done < 0 else done + 1
 

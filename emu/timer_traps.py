@@ -103,8 +103,8 @@ class VirtualCounter:
     name = "cntvct"
     state_version = 1
 
-    def __init__(self, uc, host_counter) -> None:
-        self.uc = uc
+    def __init__(self, raw, host_counter) -> None:
+        self.raw = raw                            # emu.raw_regs.RawRegs of the vCPU
         self.host_counter = host_counter          # () -> Unicorn's raw counter (host clock)
         self._off = None
         self._last_exit_host = 0
@@ -136,7 +136,7 @@ class VirtualCounter:
         seen = self.seen()
         off = host - max(virtual, seen)
         if off != self._off:
-            self.uc.reg_write(A.UC_ARM_REG_CP_REG, CNTVOFF + (off & ((1 << 64) - 1),))
+            self.raw.cp_write(CNTVOFF, off)
             self._off = off
 
     def exit(self) -> None:

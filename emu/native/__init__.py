@@ -63,8 +63,10 @@ class _BlockState(ctypes.Structure):
                 ("code", _CodePage * _CALLBACKS.get("code_slots", 1))]
 
 
-def _hook_add(uc, kind: int, callback: int, user_data: int, begin: int = 1,
-              end: int = 0) -> int:
+def hook_add(uc, kind: int, callback: int, user_data: int, begin: int = 1,
+             end: int = 0) -> int:
+    """uc_hook_add of a C function pointer (ours, or a ctypes callback's): no binding layer
+    between Unicorn and the callback. Returns the hook handle."""
     handle = ctypes.c_size_t()
     err = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), kind, ctypes.c_void_p(callback),
                             ctypes.c_void_p(user_data), ctypes.c_uint64(begin),
@@ -77,7 +79,7 @@ def _hook_add(uc, kind: int, callback: int, user_data: int, begin: int = 1,
 def identity_fill(uc) -> None:
     """Benchmarks' fastest raw configuration: a native TLB-fill hook mapping VA = PA (R/W on
     data fills, R/X on fetch fills) on an engine in UC_TLB_VIRTUAL mode."""
-    _hook_add(uc, UC_HOOK_TLB_FILL, _CALLBACKS["identity_fill"], 0)
+    hook_add(uc, UC_HOOK_TLB_FILL, _CALLBACKS["identity_fill"], 0)
 
 
 class BlockHook:
@@ -100,16 +102,16 @@ class BlockHook:
         st.limit = NO_LIMIT
         st.allow_pc = NO_LIMIT
         self.address = ctypes.addressof(st)
-        self.handle = _hook_add(uc, UC_HOOK_BLOCK, _CALLBACKS["block_hook"], self.address)
+        self.handle = hook_add(uc, UC_HOOK_BLOCK, _CALLBACKS["block_hook"], self.address)
         # The tail hook: a code hook created now, so that it comes before any other code hook
         # (a tracer's, a breakpoint's) and stops before they see the instruction; it is parked
         # at an address no ARM code has and moved to a tail's end by rewriting its bounds.
         if icount._BOUNDS is None:             # find where a hook keeps its bounds, once
-            probe = _hook_add(uc, UC_HOOK_CODE, _CALLBACKS["tail_hook"], self.address,
+            probe = hook_add(uc, UC_HOOK_CODE, _CALLBACKS["tail_hook"], self.address,
                               0x1111_2222_3333_4444, 0x5555_6666_7777_8888)
             hook_bounds_offset(probe, 0x1111_2222_3333_4444, 0x5555_6666_7777_8888)
             uclib.uc_hook_del(uc._uch, ctypes.c_size_t(probe))
-        tail = _hook_add(uc, UC_HOOK_CODE, _CALLBACKS["tail_hook"], self.address,
+        tail = hook_add(uc, UC_HOOK_CODE, _CALLBACKS["tail_hook"], self.address,
                          _PARKED, _PARKED)
         off = hook_bounds_offset(tail, _PARKED, _PARKED)
         self._tail_bounds = (ctypes.c_uint64 * 2).from_address(tail + off)
@@ -209,7 +211,7 @@ class FillMirror:
         weakref.finalize(self, _fastpath.mirror_table_free, st.table)
         self.address = ctypes.addressof(st)
         self._context: tuple[int, int, int] | None = None
-        self.handle = _hook_add(uc, UC_HOOK_TLB_FILL, _CALLBACKS["mirror_fill"], self.address)
+        self.handle = hook_add(uc, UC_HOOK_TLB_FILL, _CALLBACKS["mirror_fill"], self.address)
 
     def context(self, vmid: int, asid: int | None, dacr: int) -> None:
         """The loaded VMID, the current ASID (None: MMU off) and DACR."""
