@@ -158,22 +158,35 @@ class CpuEvents:
     # ---- denied TLB fills: stage-2 aborts for the hypervisor -----------------------------
     def _abort_exit(self, fault: Fault, pc: int, thumb: bool) -> Stage2Abort:
         serial = self.stats["bursts"]
-        # The bytes now (the handler may unmap the code page); the decode itself waits.
-        code = b"" if fault.access == Access.FETCH else self.read_code(pc, 4)
         exact = self._fault_address.value
-        if (exact & ~0xFFF) == (fault.va & ~0xFFF):
-            fault = Fault(type=fault.type, level=fault.level, access=fault.access,
-                          ipa=fault.ipa, stage=fault.stage, s1ptw=fault.s1ptw, va=exact,
-                          desc_pa=fault.desc_pa)
-        if code and not fault.write:
-            self._restore_ldrd_base(code, thumb, fault.va)
+        if (exact & ~0xFFF) != (fault.va & ~0xFFF):
+            exact = None
+        code = None
+        if fault.access == Access.READ:
+            # A load: its bytes now, for an LDRD that must be made restartable.
+            code = self.read_code(pc, 4)
+            self._restore_ldrd_base(code, thumb, fault.va if exact is None else exact)
 
         def resolve() -> tuple[Fault, Syndrome, object]:
+            """Built lazily: the dirty-fault path never needs it. The bytes are read here
+            unless pinned at the exit (Stage2Abort.pin: observers may decode after the
+            hypervisor unmapped the code page); the hypervisor itself decodes before it
+            changes anything (MMIO)."""
             if self.stats["bursts"] != serial:
                 raise RuntimeError("a stage-2 abort's syndrome was decoded after the vCPU "
                                    "ran again: decode it while handling the exit")
-            return self._decode_abort(fault, pc, thumb, code)
-        return Stage2Abort(fault, pc, thumb, resolve)
+            f = fault
+            if exact is not None:
+                f = Fault(type=f.type, level=f.level, access=f.access, ipa=f.ipa,
+                          stage=f.stage, s1ptw=f.s1ptw, va=exact, desc_pa=f.desc_pa)
+            pin()
+            return self._decode_abort(f, pc, thumb, code)
+
+        def pin() -> None:
+            nonlocal code
+            if code is None:
+                code = b"" if fault.access == Access.FETCH else self.read_code(pc, 4)
+        return Stage2Abort(fault, pc, thumb, resolve, pin)
 
     def _restore_ldrd_base(self, code: bytes, thumb: bool, fault_va: int) -> None:
         """Make an LDRD Rt, Rt2, [Rn, #+/-imm] (or [Rn, +/-Rm]) with Rt == Rn restartable.

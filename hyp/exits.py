@@ -16,13 +16,22 @@ class Stage2Abort:
     HDFAR) and `info` (the decoded instruction) need the instruction decoded, which is done on
     first use - it must happen before the vCPU runs again, and raises if it comes too late.
     """
-    __slots__ = ("page_fault", "pc", "thumb", "_resolve", "_resolved")
+    __slots__ = ("page_fault", "pc", "thumb", "_resolve", "_resolved", "_pin")
 
     def __init__(self, page_fault: Fault, pc: int, thumb: bool,
-                 resolve: Callable[[], tuple[Fault, Syndrome, AccessInfo | None]]) -> None:
+                 resolve: Callable[[], tuple[Fault, Syndrome, AccessInfo | None]],
+                 pin: Callable[[], None] | None = None) -> None:
         self.page_fault, self.pc, self.thumb = page_fault, pc, thumb
         self._resolve = resolve
         self._resolved: tuple[Fault, Syndrome, AccessInfo | None] | None = None
+        self._pin = pin
+
+    def pin(self) -> None:
+        """Keep what decoding needs (the instruction's bytes) now, before the hypervisor
+        acts: an observer that decodes after it (a tracer printing the outcome) must see
+        the instruction even if handling unmapped its page (a dissolved block)."""
+        if self._pin is not None and self._resolved is None:
+            self._pin()
 
     def _get(self) -> tuple[Fault, Syndrome, AccessInfo | None]:
         if self._resolved is None:

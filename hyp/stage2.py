@@ -54,16 +54,23 @@ class Mapping:
                 f"{self.size >> 10:>8} KiB {p} AF={int(self.af)} XN={int(not self.prot & Prot.X)} {kind}")
 
 
-def _maintenance(old, new):
-    """What replacing descriptor(s) `old` by `new` requires (ints or numpy arrays alike):
+# _maintenance's masks: (valid, not-prot, lost-if-cleared, XN) as numpy and as Python ints
+_MASKS_NP = (_VALID, _NOT_PROT, _S2AP_W | _S2AP_R | _AF, _XN)
+_MASKS_INT = tuple(int(m) for m in _MASKS_NP)
+
+
+def _maintenance(old, new, masks=_MASKS_NP):
+    """What replacing descriptor(s) `old` by `new` requires (numpy arrays; Python ints with
+    masks=_MASKS_INT, the fault path, where numpy scalars would cost more than the rest):
     bbm - both valid and something besides permissions/AF changes: break-before-make (B3.10.1);
     downgrade - was valid and is now invalid, or lost write/read/AF, or gained XN: a flush.
     Permission upgrades and invalid -> valid need nothing."""
+    valid, not_prot, keep, xn = masks
     diff = old ^ new
-    old_valid = (old & _VALID) != 0
-    new_valid = (new & _VALID) != 0
-    bbm = old_valid & new_valid & ((diff & _NOT_PROT) != 0)
-    lost = diff & ((old & (_S2AP_W | _S2AP_R | _AF)) | (new & _XN))
+    old_valid = (old & valid) != 0
+    new_valid = (new & valid) != 0
+    bbm = old_valid & new_valid & ((diff & not_prot) != 0)
+    lost = diff & ((old & keep) | (new & xn))
     downgrade = old_valid & (bbm == 0) & ((new_valid == 0) | (lost != 0))
     return bbm, downgrade
 
@@ -156,8 +163,7 @@ class Stage2:
         with `new`, doing the TLB maintenance they need."""
         q = self.mem.q
         if isinstance(idx, int):                # the fault path: one descriptor, same rule
-            o = int(q[idx])
-            bbm, downgrade = _maintenance(U64(o), U64(new))
+            bbm, downgrade = _maintenance(int(q[idx]), new, _MASKS_INT)
             if bbm:
                 q[idx] = 0
                 self._flush_now("break-before-make")

@@ -96,6 +96,8 @@ class Vcpu:
                     vm.clock.instructions += cpu.progress - before
                     before = cpu.progress
                 vm.stats["exits"] += 1
+                if self.observers and isinstance(ex, Stage2Abort):
+                    ex.pin()                          # they may decode it after handling
                 for fn in self.observers:
                     fn("exit", ex, None)              # before the hypervisor acts
                 try:

@@ -198,3 +198,19 @@ def test_stage2_ops_match_reference(ops):
             else:
                 assert r.level == leaf[1], (op, hex(p))
         assert e.s2.table_pages() == e.pool.in_use        # no leaked table pages
+
+
+_DESC = st.integers(0, (1 << 64) - 1) | st.sampled_from([0, 1, 3, 0x4C3, 0x443, 0x483, 0x4C1])
+
+
+@given(st.lists(st.tuples(_DESC, _DESC), min_size=1, max_size=8))
+def test_maintenance_of_one_descriptor_in_ints_matches_the_array_rule(pairs):
+    """The fault path decides a single descriptor's TLB maintenance in Python ints; it must
+    be the rule the batch path applies to numpy arrays."""
+    import numpy as np
+    from hyp.stage2 import _MASKS_INT, _maintenance
+    old = np.array([o for o, _ in pairs], dtype=np.uint64)
+    new = np.array([n for _, n in pairs], dtype=np.uint64)
+    bbm, down = _maintenance(old, new)
+    for i, (o, n) in enumerate(pairs):
+        assert _maintenance(o, n, _MASKS_INT) == (bool(bbm[i]), bool(down[i]))
