@@ -292,6 +292,10 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
     def load_stage2(self, hcr: int, vtcr: int, vttbr: int) -> None:
         """Enter a VM: program HCR/VTCR/VTTBR. Unicorn's TLB is not VMID-tagged, so switching
         VMID drops it (the model's TLB keeps every VMID's entries)."""
+        mmu = self.mmu
+        if mmu.s1 is self._regime and mmu.loaded(hcr, vtcr, vttbr) and \
+                self._loaded_vmid == mmu.vmid:
+            return                                   # re-entry: all as it was
         self.mmu.set_stage2(hcr, vtcr, vttbr)
         if self.mmu.s1 != self._regime:
             self.mmu.set_stage1(self._regime)        # an MMU shared with another VM's vCPU

@@ -10,6 +10,7 @@ from .exits import Stage2Abort
 from .mmio import MmioError, emulate
 
 TTBCR_EAE = 1 << 31
+_STAT = {t: f"s2 {t.name.lower()}" for t in FaultType}     # vm.stats key per fault kind
 
 
 class HypervisorError(Exception):
@@ -30,8 +31,7 @@ def handle(vm, vcpu, ex: Stage2Abort) -> str:
     Decisions use the page-level fault from the walk; only MMIO emulation, injection and
     error messages need the decoded instruction (ex.fault / ex.syndrome)."""
     f = ex.page_fault
-    kind = f.type.name.lower()
-    vm.stats[f"s2 {kind}"] += 1
+    vm.stats[_STAT[f.type]] += 1
     if f.type in (FaultType.ADDRESS_SIZE, FaultType.EXTERNAL_WALK):
         raise HypervisorError(f"{ex.fault.describe()}: stage-2 tables are broken")
     if f.type is FaultType.EXTERNAL:

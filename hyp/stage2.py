@@ -57,6 +57,8 @@ class Mapping:
 # _maintenance's masks: (valid, not-prot, lost-if-cleared, XN) as numpy and as Python ints
 _MASKS_NP = (_VALID, _NOT_PROT, _S2AP_W | _S2AP_R | _AF, _XN)
 _MASKS_INT = tuple(int(m) for m in _MASKS_NP)
+_S2AP_W_INT, _S2AP_R_INT, _XN_INT = int(_S2AP_W), int(_S2AP_R), int(_XN)
+_R, _W, _X = int(Prot.R), int(Prot.W), int(Prot.X)
 
 
 def _maintenance(old, new, masks=_MASKS_NP):
@@ -477,10 +479,10 @@ class Stage2:
         old = int(self.mem.q[idx])
         if not old & 1:
             raise ValueError(f"descriptor at {desc_pa:#x} is not valid")
-        bits = (int(_S2AP_W) if add & Prot.W else 0) | (int(_S2AP_R) if add & Prot.R else 0)
-        new = old | bits
-        if add & Prot.X:
-            new &= ~int(_XN)
+        add = int(add)                    # ints: the fault path (enum flags cost more)
+        new = old | (_S2AP_W_INT if add & _W else 0) | (_S2AP_R_INT if add & _R else 0)
+        if add & _X:
+            new &= ~_XN_INT
         self._store_at(int(idx), new)
 
     def has_table_at(self, ipa: int, level: int) -> bool:

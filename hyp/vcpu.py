@@ -84,9 +84,11 @@ class Vcpu:
                 if until_ns is not None and now >= until_ns:
                     return RunResult("time", cpu.progress - start)
                 # stop exactly at until_ns or the next timer (fire_due ran every due one)
-                limits = [t for t in (until_ns, vm.clock.next_deadline()) if t is not None]
-                if limits:
-                    budget = max(1, min(budget, (min(limits) - now) // vm.clock.ns_per_insn))
+                limit = vm.clock.next_deadline()
+                if until_ns is not None and (limit is None or until_ns < limit):
+                    limit = until_ns
+                if limit is not None:
+                    budget = max(1, min(budget, (limit - now) // vm.clock.ns_per_insn))
                 self._enter()
                 before = cpu.progress
                 if counted:

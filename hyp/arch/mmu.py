@@ -74,6 +74,10 @@ class MMU:
             self.cfg = S2Config.decode(vtcr, vttbr)
         self.hcr, self._vtcr, self._vttbr = hcr, vtcr, vttbr
 
+    def loaded(self, hcr: int, vtcr: int, vttbr: int) -> bool:
+        """Are these HCR/VTCR/VTTBR the ones in force (re-entry with nothing changed)?"""
+        return hcr == self.hcr and vttbr == self._vttbr and vtcr == self._vtcr
+
     def set_stage1(self, regime: S1Regime) -> None:
         """The guest's translation registers, as it last wrote them (trapped by HCR.TVM)."""
         self.s1 = regime
@@ -125,12 +129,11 @@ class MMU:
         """Stage 2 of the page's IPA, then the combined entry into the TLB."""
         va_page = va & PAGE_MASK
         ipa = leaf.ipa if leaf is not None else va_page
-        result = self._stage2(ipa, access)
+        result = self._stage2(ipa, access, va)
         for fn in self.observers:
             fn(va, access, result)
         if isinstance(result, Fault):
-            return Fault(type=result.type, level=result.level, access=access, ipa=result.ipa,
-                         va=va, desc_pa=result.desc_pa)
+            return result
         if not self.mem.contains(result.page_pa, 0x1000):
             # The leaf maps a PA where there is no memory: the access itself aborts (a
             # synchronous external abort), whoever wrote the descriptor.
@@ -168,11 +171,11 @@ class MMU:
         s1 = entry.s1.perms(self.s1, priv)
         return Prot.NONE if s1 is None else Prot(s1 & entry.prot)
 
-    def _stage2(self, ipa: int, access: Access) -> Translation | Fault:
+    def _stage2(self, ipa: int, access: Access, va: int | None = None) -> Translation | Fault:
         if not self.stage2_enabled:
             return Translation(ipa=ipa, pa=ipa, level=3, prot=Prot.RWX, desc=0)
         self.walks += 1
-        return translate(self.mem, self.cfg, ipa, access, record=bool(self.observers))
+        return translate(self.mem, self.cfg, ipa, access, record=bool(self.observers), va=va)
 
     def _descriptor_reader(self, va: int, access: Access, lpae: bool, *, debug: bool = False,
                            reads: list | None = None):

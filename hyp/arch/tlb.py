@@ -23,8 +23,7 @@ and obey the hypervisor's operations only, as stage-2 entries do.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from .descriptors import Prot
 
@@ -33,8 +32,9 @@ GLOBAL = -1          # a global stage-1 mapping
 _SIZES = (1 << 12, 1 << 16, 1 << 20, 1 << 21, 1 << 24, 1 << 30)
 
 
-@dataclass(frozen=True)
-class TLBEntry:
+class TLBEntry(NamedTuple):
+    """One translation (immutable, hashable). A NamedTuple: made on every fill, and a frozen
+    dataclass costs twice as much to build."""
     vmid: int
     va_page: int
     ipa_page: int

@@ -65,16 +65,17 @@ def table_index(ipa: int, level: int, cfg: S2Config) -> int:
 
 def translate(mem, cfg: S2Config, ipa: int, access: Access, *,
               record: bool = False, check_perm: bool = True,
-              steps: list[WalkStep] | None = None) -> Translation | Fault:
+              steps: list[WalkStep] | None = None, va: int | None = None) -> Translation | Fault:
     """Walk the stage-2 tables in host memory `mem` for one IPA access (B3.6.6). With
-    `record` (or a `steps` list to append to) each descriptor read is kept."""
+    `record` (or a `steps` list to append to) each descriptor read is kept; a fault carries
+    `va`, the access's VA, when given."""
     if steps is None:
         steps = []
     else:
         record = True
 
     def fault(kind: FaultType, level: int, desc_pa: int | None = None) -> Fault:
-        return Fault(type=kind, level=level, access=access, ipa=ipa, desc_pa=desc_pa)
+        return Fault(type=kind, level=level, access=access, ipa=ipa, va=va, desc_pa=desc_pa)
 
     if not cfg.valid or ipa >> min(cfg.input_bits, IPA_MAX_BITS):
         return fault(FaultType.TRANSLATION, 1)
