@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class Access(enum.IntEnum):
@@ -22,9 +22,9 @@ class FaultType(enum.Enum):
     EXTERNAL_WALK = 0b0101      # synchronous external abort on a translation table walk
 
 
-@dataclass(frozen=True)
-class Fault:
-    """A stage-2 (or stage-1) fault produced by a walk.
+class Fault(NamedTuple):
+    """A stage-2 (or stage-1) fault produced by a walk (immutable; a NamedTuple because a
+    walk that faults builds one on every denied fill).
 
     ipa: the intermediate physical address whose translation faulted (for an S1PTW fault,
     the IPA of the stage-1 descriptor). va: the guest virtual address of the access
