@@ -28,8 +28,7 @@ class RawRegs:
         self.uch = uc._uch
         self._word = ctypes.c_uint64()           # 64 bits: Unicorn writes 4 or 8 bytes
         self._word_p = ctypes.byref(self._word)
-        self._cp = _CpReg()
-        self._cp_p = ctypes.byref(self._cp)
+        self._cps: dict[tuple, tuple[_CpReg, object]] = {}   # one buffer per CP register
         self._read_fn, self._write_fn = uclib.uc_reg_read, uclib.uc_reg_write
 
     def read(self, reg: int) -> int:
@@ -45,21 +44,24 @@ class RawRegs:
         if err:
             raise UcError(err)
 
-    def _select(self, cp: tuple) -> None:
-        c = self._cp
-        c.cp, c.is64, c.sec, c.crn, c.crm, c.opc1, c.opc2 = cp
-        c.val = 0
+    def _buffer(self, cp: tuple) -> tuple[_CpReg, object]:
+        buf = self._cps.get(cp)
+        if buf is None:
+            c = _CpReg(*cp)
+            buf = self._cps[cp] = (c, ctypes.byref(c))
+        return buf
 
     def cp_read(self, cp: tuple) -> int:
-        self._select(cp)
-        err = self._read_fn(self.uch, _CP_REG, self._cp_p)
+        c, ref = self._buffer(cp)
+        c.val = 0
+        err = self._read_fn(self.uch, _CP_REG, ref)
         if err:
             raise UcError(err)
-        return self._cp.val
+        return c.val
 
     def cp_write(self, cp: tuple, value: int) -> None:
-        self._select(cp)
-        self._cp.val = value & 0xFFFF_FFFF_FFFF_FFFF
-        err = self._write_fn(self.uch, _CP_REG, self._cp_p)
+        c, ref = self._buffer(cp)
+        c.val = value & 0xFFFF_FFFF_FFFF_FFFF
+        err = self._write_fn(self.uch, _CP_REG, ref)
         if err:
             raise UcError(err)
