@@ -3,7 +3,8 @@
   RawUnicorn   the "vs raw unicorn" baselines (bench/guest_speed.py) in Unicorn's default TLB
                mode (UC_TLB_CPU) or in virtual-TLB mode with a native identity fill;
   RawFloor     the "round-trip floor" (bench/dirty_rows.py): a guest store to a page whose TLB
-               fill is denied, the exit to Python, re-allowing the page, resuming.
+               fill is denied, the exit to Python, re-allowing the page, resuming - through
+               the binding, or (raw=True) through the library calls emu.cpu makes.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from unicorn.unicorn_py3.unicorn import uclib
 from bench.common import MASK32, BenchError, timed
 from bench.programs import CODE, DATA_OFFSET, ENTRY
 from emu.machine import RAM_BASE
+from emu.native import hook_add
+from emu.raw_regs import TLB_FILL_CFUNC, RawRegs
 
 _R = [A.UC_ARM_REG_R0 + i for i in range(13)]
 
@@ -72,12 +75,7 @@ class RawUnicorn:
             uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
             fill = native_identity_fill()
             if fill is not None:
-                handle = ctypes.c_size_t()
-                err = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_TLB_FILL,
-                                        ctypes.c_void_p(fill), ctypes.c_void_p(0),
-                                        ctypes.c_uint64(1), ctypes.c_uint64(0))
-                if err:
-                    raise UcError(err)
+                hook_add(uc, UC_HOOK_TLB_FILL, fill, 0)
             else:                     # not the fastest: every fill calls Python
                 self.python_fill = True
                 uc.hook_add(UC_HOOK_TLB_FILL, _py_identity_fill)
@@ -114,14 +112,18 @@ class RawUnicorn:
 
 
 class RawFloor:
-    """The bare deny -> exit -> resume round trip through the same Python binding as the
-    machine: raw Unicorn in virtual-TLB mode, the benchmarks' code at RAM_BASE and `size`
-    bytes at `ipa`, and a Python TLB-fill hook (uc.hook_add, as emu.cpu's) that maps VA = PA
-    and denies stores to the pages of [ipa, ipa + size) not yet marked writable. On the exit
-    (emu_start raises UcError) the "hypervisor" only marks the page writable and resumes at PC:
-    no syndrome, no tables, no dirty bitmap, no TLB maintenance."""
+    """The bare deny -> exit -> resume round trip: raw Unicorn in virtual-TLB mode, the
+    benchmarks' code at RAM_BASE and `size` bytes at `ipa`, and a Python TLB-fill hook that
+    maps VA = PA and denies stores to the pages of [ipa, ipa + size) not yet marked writable.
+    On the exit the "hypervisor" only marks the page writable and resumes at PC: no syndrome,
+    no tables, no dirty bitmap, no TLB maintenance.
 
-    def __init__(self, ipa: int, size: int) -> None:
+    raw=False: through the Python binding (uc.hook_add, emu_start raising UcError, reg_read):
+    the "round-trip floor" the issue defines. raw=True: through the library as emu.cpu now
+    calls it (uc_hook_add of a ctypes callback, uc_emu_start's status, emu.raw_regs): the
+    least any Python hypervisor on this Unicorn can pay."""
+
+    def __init__(self, ipa: int, size: int, raw: bool = False) -> None:
         uc = Uc(UC_ARCH_ARM, UC_MODE_ARM)
         uc.ctl_set_page_size(4096)
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
@@ -134,7 +136,13 @@ class RawFloor:
         self.writable = bytearray(size >> 12)
         self.denied_page = -1
         self.denied = 0
-        uc.hook_add(UC_HOOK_TLB_FILL, self._fill)
+        self.raw = RawRegs(uc) if raw else None
+        if raw:
+            self._cb = TLB_FILL_CFUNC(lambda _h, vaddr, access, entry, _ud:
+                                   self._fill(None, vaddr, access, entry[0], None))
+            hook_add(uc, UC_HOOK_TLB_FILL, ctypes.cast(self._cb, ctypes.c_void_p).value, 0)
+        else:
+            uc.hook_add(UC_HOOK_TLB_FILL, self._fill)
         self.uc = uc
 
     def _fill(self, uc, vaddr, access, entry, _ud) -> bool:
@@ -168,6 +176,20 @@ class RawFloor:
             uc.reg_write(_R[r], v & MASK32)
         denied = self.denied
 
+        def go_raw() -> int:
+            pc, exits, seen = entry, 0, self.denied
+            uch, start, read = self.raw.uch, uclib.uc_emu_start, self.raw.read
+            while True:
+                err = start(uch, pc, until, 0, 0)
+                if not err:
+                    return exits
+                if self.denied == seen:
+                    raise BenchError(f"floor: a stop that is not a denied fill: {UcError(err)}")
+                seen = self.denied
+                exits += 1
+                writable[self.denied_page] = 1
+                pc = read(A.UC_ARM_REG_PC)
+
         def go() -> int:
             pc, exits, seen = entry, 0, self.denied
             while True:
@@ -181,7 +203,7 @@ class RawFloor:
                     exits += 1
                     writable[self.denied_page] = 1
                     pc = uc.reg_read(A.UC_ARM_REG_PC)
-        dt, exits = timed(go)
+        dt, exits = timed(go_raw if self.raw is not None else go)
         if uc.reg_read(A.UC_ARM_REG_PC) != until:
             raise BenchError("floor: the touch pass did not reach its end")
         got = self.mem.view("<u4")[:n * (stride >> 2):stride >> 2]

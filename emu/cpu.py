@@ -23,7 +23,7 @@ from unicorn import (UC_ARCH_ARM, UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_EXCE
                      UC_ERR_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_TLB_FILL, UC_MODE_ARM,
                      UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UC_TLB_VIRTUAL, Uc, UcError)
 from unicorn import arm_const as A
-from unicorn.unicorn_py3.unicorn import uc_tlb_entry, uclib
+from unicorn.unicorn_py3.unicorn import uclib
 
 from hyp.arch.descriptors import Prot
 from hyp.arch.exception import CPSR_T, MODE_USR, GuestException, enter
@@ -42,7 +42,7 @@ from .cpu_access import CpuAccess
 from .cpu_count import CpuCount
 from .cpu_events import ESR_UNTOUCHED, CpuEvents, GuestCrash
 from .icount import BlockCount, FaultAddress
-from .raw_regs import RawRegs
+from .raw_regs import TLB_FILL_CFUNC, RawRegs
 from .icount import Counter as InsnCounter
 from .timer_traps import VirtualCounter
 from .stop import StopControl
@@ -54,8 +54,6 @@ _UC_ACCESS = {16: Access.READ, 17: Access.WRITE, 18: Access.FETCH}
 _FETCH_PERMS = UC_PROT_EXEC | UC_PROT_READ
 _DATA_PERMS = {p: (UC_PROT_READ if p & Prot.R else 0) | (UC_PROT_WRITE if p & Prot.W else 0)
                for p in (Prot(v) for v in range(8))}
-_FILL_CFUNC = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
-                               ctypes.POINTER(uc_tlb_entry), ctypes.c_void_p)
 _UC_TLB_MAX = 1 << 20            # QEMU's dynamic TLB: 256 entries, doubling up to 2^20
 _GROW_CHUNK = 65_536             # instructions per burst while the TLB needs to grow
 _MAX_CHUNK = 1 << 22             # bursts between stop-request checks (~0.1 s of guest code)
@@ -95,7 +93,7 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
             mmu.tlb.removal_listeners.append(self._mirror.removed)
         self._py_fills = 0
         # The fill hook through the library (no binding wrappers: it runs on every miss).
-        self._fill_cb = _FILL_CFUNC(self._fill)
+        self._fill_cb = TLB_FILL_CFUNC(self._fill)
         native.hook_add(uc, UC_HOOK_TLB_FILL, ctypes.cast(self._fill_cb, ctypes.c_void_p).value,
                         0)
         uc.hook_add(UC_HOOK_INTR, self._intr)

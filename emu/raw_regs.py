@@ -1,16 +1,20 @@
 """Register access straight through Unicorn's C API (uc_reg_read / uc_reg_write) for the exit
 path: the binding's reg_read picks a register class, builds a ctypes object and checks the
 status on every call (~1.5 us); these reuse one buffer each (~0.3 us). Same values, same
-registers - only the Python around the library call is gone."""
+registers - only the Python around the library call is gone. TLB_FILL_CFUNC is the type of
+a fill hook given straight to uc_hook_add (emu.native.hook_add)."""
 from __future__ import annotations
 
 import ctypes
 
 from unicorn import UcError
 from unicorn import arm_const as A
-from unicorn.unicorn_py3.unicorn import uclib
+from unicorn.unicorn_py3.unicorn import uc_tlb_entry, uclib
 
 _CP_REG = A.UC_ARM_REG_CP_REG
+# uc_cb_tlbfill_t: bool (uc, vaddr, uc_mem_type, uc_tlb_entry *, user_data), for uc_hook_add
+TLB_FILL_CFUNC = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+                                  ctypes.POINTER(uc_tlb_entry), ctypes.c_void_p)
 
 
 class _CpReg(ctypes.Structure):
