@@ -91,3 +91,28 @@ def test_the_probe_sees_imports():
                    "main(['run', sys.argv[2]])",
                    ["emu.machine", "emu.boot.loader", "capstone"], HELLO) == \
         ["capstone", "emu.boot.loader", "emu.machine"]
+
+
+def test_program_finalizes_what_the_run_left_behind(tmp_path):
+    """emu.program.run() (s2emu, python -m emu) freezes the interpreter's objects for a fast
+    exit, but only after collecting the run's garbage: an object the run left in a
+    reference cycle is still finalized when the process ends."""
+    out = tmp_path / "finalized"
+    code = (
+        "import sys, emu.cli.main\n"
+        "cli = sys.modules['emu.cli.main']       # (emu.cli.main is also the function)\n"
+        "class LeftBehind:\n"
+        "    def __del__(self):\n"
+        f"        with open({str(out)!r}, 'wb') as f:\n"
+        "            f.write(b'finalized')\n"
+        "def run_leaving_a_cycle(argv=None):\n"
+        "    x = LeftBehind()\n"
+        "    x.me = x\n"
+        "    return 3\n"
+        "cli.main = run_leaving_a_cycle\n"
+        "import emu.program\n"
+        "raise SystemExit(emu.program.run())\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 3, r.stderr
+    assert out.read_bytes() == b"finalized"
