@@ -116,3 +116,36 @@ def test_program_finalizes_what_the_run_left_behind(tmp_path):
                        timeout=120)
     assert r.returncode == 3, r.stderr
     assert out.read_bytes() == b"finalized"
+
+
+@pytest.mark.parametrize("given,expected", [
+    pytest.param(None, "1", id="default-one-thread"),
+    pytest.param("4", "4", id="the-environment-wins"),
+])
+def test_program_gives_openblas_one_thread_before_numpy(given, expected):
+    """emu.program.run() sets OPENBLAS_NUM_THREADS (unless set) before numpy is imported."""
+    code = (
+        "import os, sys\n"
+        "import emu.program\n"
+        "before = 'numpy' in sys.modules\n"
+        "real_import = __import__\n"
+        "seen = {}\n"
+        "def spy(name, *a, **k):\n"
+        "    if name == 'numpy' and 'numpy' not in sys.modules:\n"
+        "        seen['env'] = os.environ.get('OPENBLAS_NUM_THREADS')\n"
+        "    return real_import(name, *a, **k)\n"
+        "import builtins\n"
+        "builtins.__import__ = spy\n"
+        "sys.argv = ['s2emu', '--version']\n"
+        "try:\n"
+        "    emu.program.run()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(before, seen.get('env'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-2:] == ["False", expected]
