@@ -13,9 +13,6 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Callable, NamedTuple
 
-import capstone
-from capstone import arm_const as A
-
 from hyp.arch.syndrome import AccessInfo
 from hyp.physmem import PAGE_SIZE
 
@@ -26,12 +23,6 @@ class DecodeError(Exception):
     """The instruction at PC is not a load or store that this decoder models."""
 
 
-_ARM = capstone.Cs(capstone.CS_ARCH_ARM, capstone.CS_MODE_ARM)
-_ARM.detail = True
-_THUMB = capstone.Cs(capstone.CS_ARCH_ARM, capstone.CS_MODE_THUMB)
-_THUMB.detail = True
-
-
 class _Op(NamedTuple):
     size: int       # bytes per access (VFP: taken from the encoding)
     sign: bool
@@ -39,39 +30,61 @@ class _Op(NamedTuple):
     form: str       # which encoding decoder applies, see _DECODERS
 
 
+# Capstone's instruction names (ARM_INS_<name> in capstone.arm_const) -> _Op fields
 _TABLE = (
-    ((A.ARM_INS_LDR, A.ARM_INS_LDRT), 4, False, False, "ldst"),
-    ((A.ARM_INS_LDRB, A.ARM_INS_LDRBT), 1, False, False, "ldst"),
-    ((A.ARM_INS_LDRH, A.ARM_INS_LDRHT), 2, False, False, "ldst"),
-    ((A.ARM_INS_LDRSB, A.ARM_INS_LDRSBT), 1, True, False, "ldst"),
-    ((A.ARM_INS_LDRSH, A.ARM_INS_LDRSHT), 2, True, False, "ldst"),
-    ((A.ARM_INS_STR, A.ARM_INS_STRT), 4, False, True, "ldst"),
-    ((A.ARM_INS_STRB, A.ARM_INS_STRBT), 1, False, True, "ldst"),
-    ((A.ARM_INS_STRH, A.ARM_INS_STRHT), 2, False, True, "ldst"),
-    ((A.ARM_INS_LDM, A.ARM_INS_LDMDA, A.ARM_INS_LDMDB, A.ARM_INS_LDMIB, A.ARM_INS_POP),
-     4, False, False, "ldst"),
-    ((A.ARM_INS_STM, A.ARM_INS_STMDA, A.ARM_INS_STMDB, A.ARM_INS_STMIB, A.ARM_INS_PUSH),
-     4, False, True, "ldst"),
-    ((A.ARM_INS_LDRD,), 8, False, False, "dual"),
-    ((A.ARM_INS_STRD,), 8, False, True, "dual"),
-    ((A.ARM_INS_LDREX,), 4, False, False, "excl"),
-    ((A.ARM_INS_LDREXB,), 1, False, False, "excl"),
-    ((A.ARM_INS_LDREXH,), 2, False, False, "excl"),
-    ((A.ARM_INS_LDREXD,), 8, False, False, "excl"),
-    ((A.ARM_INS_STREX,), 4, False, True, "excl"),
-    ((A.ARM_INS_STREXB,), 1, False, True, "excl"),
-    ((A.ARM_INS_STREXH,), 2, False, True, "excl"),
-    ((A.ARM_INS_STREXD,), 8, False, True, "excl"),
-    ((A.ARM_INS_VLDR, A.ARM_INS_VLDMIA, A.ARM_INS_VLDMDB, A.ARM_INS_VPOP), 0, False, False, "vfp"),
-    ((A.ARM_INS_VSTR, A.ARM_INS_VSTMIA, A.ARM_INS_VSTMDB, A.ARM_INS_VPUSH), 0, False, True, "vfp"),
-    ((A.ARM_INS_TBB,), 1, False, False, "table"),
-    ((A.ARM_INS_TBH,), 2, False, False, "table"),
+    (("LDR", "LDRT"), 4, False, False, "ldst"),
+    (("LDRB", "LDRBT"), 1, False, False, "ldst"),
+    (("LDRH", "LDRHT"), 2, False, False, "ldst"),
+    (("LDRSB", "LDRSBT"), 1, True, False, "ldst"),
+    (("LDRSH", "LDRSHT"), 2, True, False, "ldst"),
+    (("STR", "STRT"), 4, False, True, "ldst"),
+    (("STRB", "STRBT"), 1, False, True, "ldst"),
+    (("STRH", "STRHT"), 2, False, True, "ldst"),
+    (("LDM", "LDMDA", "LDMDB", "LDMIB", "POP"), 4, False, False, "ldst"),
+    (("STM", "STMDA", "STMDB", "STMIB", "PUSH"), 4, False, True, "ldst"),
+    (("LDRD",), 8, False, False, "dual"),
+    (("STRD",), 8, False, True, "dual"),
+    (("LDREX",), 4, False, False, "excl"),
+    (("LDREXB",), 1, False, False, "excl"),
+    (("LDREXH",), 2, False, False, "excl"),
+    (("LDREXD",), 8, False, False, "excl"),
+    (("STREX",), 4, False, True, "excl"),
+    (("STREXB",), 1, False, True, "excl"),
+    (("STREXH",), 2, False, True, "excl"),
+    (("STREXD",), 8, False, True, "excl"),
+    (("VLDR", "VLDMIA", "VLDMDB", "VPOP"), 0, False, False, "vfp"),
+    (("VSTR", "VSTMIA", "VSTMDB", "VPUSH"), 0, False, True, "vfp"),
+    (("TBB",), 1, False, False, "table"),
+    (("TBH",), 2, False, False, "table"),
     # SWP/SWPB (A8.8.229): a read, then a write of the same address; described by its read
-    ((A.ARM_INS_SWP,), 4, False, False, "swap"),
-    ((A.ARM_INS_SWPB,), 1, False, False, "swap"),
+    (("SWP",), 4, False, False, "swap"),
+    (("SWPB",), 1, False, False, "swap"),
 )
-_OPS = {iid: _Op(size, sign, write, form)
-        for ids, size, sign, write, form in _TABLE for iid in ids}
+
+
+class _Capstone(NamedTuple):
+    """Capstone's ARM and Thumb decoders (with operand details) and _TABLE keyed by its
+    instruction ids."""
+    arm: object
+    thumb: object
+    ops: dict
+    op_mem: int
+
+
+@lru_cache(maxsize=None)
+def _capstone() -> _Capstone:
+    """Built on the first decode: importing capstone is a large part of s2emu's start-up,
+    and a guest that never faults on a load or store does not need it."""
+    import capstone
+    from capstone import arm_const as A
+
+    arm = capstone.Cs(capstone.CS_ARCH_ARM, capstone.CS_MODE_ARM)
+    arm.detail = True
+    thumb = capstone.Cs(capstone.CS_ARCH_ARM, capstone.CS_MODE_THUMB)
+    thumb.detail = True
+    ops = {getattr(A, f"ARM_INS_{name}"): _Op(size, sign, write, form)
+           for names, size, sign, write, form in _TABLE for name in names}
+    return _Capstone(arm, thumb, ops, A.ARM_OP_MEM)
 
 
 class _Ea(NamedTuple):
@@ -241,13 +254,14 @@ def _first_in_page(info: AccessInfo, page: int) -> int | None:
 def _identify(code: bytes, thumb: bool) -> tuple[int, _Op | None, bytes, str, str]:
     """Capstone's part, which depends only on the bytes: (size, op, raw bytes, mnemonic,
     text); op is None (and text the reason) for what is not a modelled load or store."""
-    insn = next((_THUMB if thumb else _ARM).disasm(code, 0, count=1), None)
+    cs = _capstone()
+    insn = next((cs.thumb if thumb else cs.arm).disasm(code, 0, count=1), None)
     if insn is None:
         return 0, None, b"", "", f"undecodable {'Thumb' if thumb else 'ARM'} bytes {code.hex()}"
     text = f"{insn.mnemonic} {insn.op_str}"
-    op = _OPS.get(insn.id)
+    op = cs.ops.get(insn.id)
     if op is None:
-        what = ("a memory access this decoder does not model" if insn.op_count(A.ARM_OP_MEM)
+        what = ("a memory access this decoder does not model" if insn.op_count(cs.op_mem)
                 else "not a load or store")
         return insn.size, None, bytes(insn.bytes), insn.mnemonic, f"{text} is {what}"
     return insn.size, op, bytes(insn.bytes), insn.mnemonic, text

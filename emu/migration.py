@@ -10,17 +10,20 @@ syntax names (`tcp:HOST:PORT`, `file:PATH`, `fd:N`, `-` for stdin/stdout).
 from __future__ import annotations
 
 import os
-import socket
-from typing import BinaryIO
-
-from hyp.migration.incoming import Incoming, receive
-from hyp.migration.precopy import MigrationSource, Params
-from hyp.migration.state import StateError, VcpuState, load_devices
-from hyp.migration.stream import StreamError
+from typing import TYPE_CHECKING, BinaryIO
 
 from . import cpu_state
 from .machine import FLASH0, FLASH1, FLASH_SIZE, MAX_SMP, RAM_BASE, Machine
 
+if TYPE_CHECKING:
+    import socket
+
+    from hyp.migration.incoming import Incoming
+    from hyp.migration.precopy import MigrationSource, Params
+
+# hyp.migration (the stream, pre-copy, checksums) and socket are imported by the functions
+# that use them: the command line imports this module (parse_uri, MigrationError) for every
+# run, and a run that does not migrate needs none of them.
 CONFIG_FORMAT = 1
 
 
@@ -67,6 +70,7 @@ def build(config: dict, **machine_kw) -> Machine:
 def migrate_out(m: Machine, sink: BinaryIO, params: Params | None = None,
                 progress=None) -> MigrationSource:
     """Start pre-copy of `m` to `sink`; run the machine until it returns "migrate"."""
+    from hyp.migration.precopy import MigrationSource
     src = MigrationSource(m.vm, sink, board_config(m),
                           lambda: [cpu_state.save(c).to_json() for c in m.cpus], params,
                           progress)
@@ -77,6 +81,9 @@ def migrate_out(m: Machine, sink: BinaryIO, params: Params | None = None,
 def incoming(source: BinaryIO, corrupt=None, **machine_kw) -> tuple[Machine, Incoming]:
     """Receive a whole stream into a new board and restore its vCPU, devices and clock.
     StreamError (one line) if the stream is bad; the half-built board is then dropped."""
+    from hyp.migration.incoming import receive
+    from hyp.migration.state import StateError, VcpuState, load_devices
+    from hyp.migration.stream import StreamError
     m, inc = receive(source, lambda config: build(config, **machine_kw), corrupt)
     # Virtual time first: the timers' deadlines and lines are computed from it.
     clock = m.vm.clock
@@ -113,6 +120,7 @@ def parse_uri(uri: str) -> tuple[str, str]:
 
 def open_outgoing(uri: str, timeout: float = 30.0) -> BinaryIO:
     """The source's end: connect, create the file, or write to a descriptor."""
+    import socket
     kind, rest = parse_uri(uri)
     try:
         if kind == "tcp":
@@ -132,6 +140,7 @@ def open_outgoing(uri: str, timeout: float = 30.0) -> BinaryIO:
 def listen_incoming(uri: str) -> socket.socket | None:
     """For tcp: the listening socket (bound now, so a busy port fails before anything runs);
     None for the other kinds. `tcp:0:PORT` listens on every interface, as QEMU's -incoming."""
+    import socket
     kind, rest = parse_uri(uri)
     if kind != "tcp":
         return None

@@ -33,7 +33,6 @@ import select
 import signal
 import stat
 import sys
-import termios
 import time
 from typing import Callable
 
@@ -88,6 +87,7 @@ class Escapes:
 def _raw(attrs: list) -> list:
     """QEMU's terminal settings for -nographic (no echo, canonical mode, signals or input
     translation; 8 bits; output post-processing kept)."""
+    import termios                  # (here and below: only a terminal on stdin needs it)
     iflag, oflag, cflag, lflag, ispeed, ospeed, cc = attrs
     iflag &= ~(termios.IGNBRK | termios.BRKINT | termios.PARMRK | termios.ISTRIP |
                termios.INLCR | termios.IGNCR | termios.ICRNL | termios.IXON)
@@ -180,6 +180,7 @@ class Console:
         """Raw mode (a terminal on stdin), with the handlers that restore it."""
         if self._tty is None or self.raw:
             return
+        import termios
         self._saved_tty = termios.tcgetattr(self._tty)
         for sig in _RESTORE_ON + (signal.SIGTSTP, signal.SIGCONT):
             self._saved_handlers[sig] = signal.signal(sig, self._on_signal)
@@ -198,6 +199,7 @@ class Console:
         atexit.unregister(self.restore)
 
     def _set_mode(self, attrs: list) -> None:
+        import termios
         try:
             termios.tcsetattr(self._tty, termios.TCSADRAIN, attrs)
         except termios.error:

@@ -13,24 +13,26 @@ import sys
 from hyp.abort import HypervisorError
 from hyp.dirty import DirtyLogError
 from hyp.host import OutOfHostMemory
-from hyp.migration.precopy import Params
-from hyp.migration.stream import StreamError
+from hyp.migration.errors import StreamError
+from hyp.migration.params import Params
 from hyp.vcpu import RunResult
 
 from ..boot.loader import LoaderError
 from ..cpu import GuestCrash
-from ..boot.linux import dump_dtb
-from ..debug.step import step
-from ..debug.trace import parse_kinds
+from ..debug.trace_format import parse_kinds
 from ..stop import sigint_stops
-from ..host_machine import HostMachine
 from ..migration import MigrationError
-from .incoming import receive
 from .mainloop import MainLoop
 from .monitors import open_monitors
 from .options import STEP_TRACE, UsageError, build_parser, check
 from .session import (EXIT_ERROR, EXIT_INTERRUPT, EXIT_USAGE, LEVELS, Session, console,
                       make_machine)
+
+# What only some runs need is imported where it is used, so that a plain `s2emu run` starts
+# fast: the gdb stub, stepping, the Linux boot and its device tree, several VMs on one host,
+# an incoming migration (and, through emu.cli.session and emu.cli.mainloop, tracing, Perfetto,
+# outgoing migration and the monitors). tests/emu/test_cli_startup.py checks it.
+
 
 def _resolve(session: Session, where: str) -> int:
     try:
@@ -65,6 +67,7 @@ def _step(session: Session, a: argparse.Namespace, target: int | None) -> RunRes
             return result
         if session.tracer:
             session.tracer.attach(session.m)
+    from ..debug.step import step
     return step(session.m, a.count, session.trace_stream, timeout=a.timeout)
 
 
@@ -84,6 +87,7 @@ def _params(a: argparse.Namespace) -> Params:
 
 def _dumpdtb(a: argparse.Namespace) -> int:
     """--dumpdtb FILE: the board's device tree as a boot would make it, then exit."""
+    from ..boot.linux import dump_dtb
     m = make_machine(a)
     size = dump_dtb(m, a.dumpdtb, append=a.append or "")
     print(f"[s2emu] wrote the board's device tree ({size} bytes, {len(m.cpus)} vCPU"
@@ -95,6 +99,7 @@ def _dumpdtb(a: argparse.Namespace) -> int:
 def _sessions(a: argparse.Namespace) -> list[Session]:
     """The VMs of this run: one ELF, several on one host, or one arriving by migration."""
     if getattr(a, "incoming", None):
+        from .incoming import receive
         return [receive(a)]
     args = a.args + [""] * (len(a.elf) - len(a.args))
     # a migration stream on stdout (--migrate-to -) sends the console to stderr
@@ -103,6 +108,7 @@ def _sessions(a: argparse.Namespace) -> list[Session]:
         return [Session(a, make_machine(a, console=console(out=out)), kernel=a.kernel)]
     if len(a.elf) == 1:
         return [Session(a, make_machine(a, console=console(out=out)), a.elf[0], args[0])]
+    from ..host_machine import HostMachine
     hm = HostMachine([a.mem] * len(a.elf), vmid_bits=a.vmid_bits, icount=not a.no_icount,
                      split=a.split, max_level=LEVELS[a.hugepages],
                      consoles=[console(f"[vm{i}] ", out) for i in range(len(a.elf))])

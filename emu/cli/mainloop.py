@@ -11,13 +11,15 @@ them all.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from hyp.migration.precopy import Params
+from hyp.migration.params import Params
 from hyp.vcpu import RunResult
 
 from ..migration import MigrationError
-from ..monitor.dispatch import CommandError, Dispatcher
-from .migrate import Migration
+
+if TYPE_CHECKING:       # imported where used: a run without migration or monitors needs neither
+    from ..monitor.dispatch import Dispatcher
 
 SLICE = 5_000_000
 ENDS = ("off", "reset", "error", "wfi", "stuck")
@@ -112,6 +114,7 @@ class MainLoop:
             raise MigrationError("a migration is already in progress")
         if v.result is not None:
             raise MigrationError(f"{v.session.m.vm.name} is not running")
+        from .migrate import Migration
         mig = Migration(v.session, uri, v.params, on_status=lambda st: self._emit(
             "MIGRATION", {"status": st}), **self.migrate_kw)
         v.session.migration = mig
@@ -125,6 +128,7 @@ class MainLoop:
 
     # ---- monitor commands (QMP names; emu.monitor) -----------------------------------------
     def execute(self, command: str, args: dict) -> dict:
+        from ..monitor.dispatch import CommandError
         v = self._vm(args.get("x-vm", 0))
         if command == "query-status":
             return {"status": v.status, "running": v.status == "running", "singlestep": False}
@@ -197,11 +201,13 @@ class MainLoop:
         raise CommandError(f"The command {command} has not been found", "CommandNotFound")
 
     def _vm(self, index) -> VmState:
+        from ..monitor.dispatch import CommandError
         if not isinstance(index, int) or not 0 <= index < len(self.vms):
             raise CommandError(f"no VM {index!r} (x-vm: 0..{len(self.vms) - 1})")
         return self.vms[index]
 
     def _set_parameters(self, v: VmState, args: dict) -> dict:
+        from ..monitor.dispatch import CommandError
         p = v.params
         for key, value in args.items():
             if key == "x-vm":

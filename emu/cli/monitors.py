@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from ..monitor.dispatch import Dispatcher
+if TYPE_CHECKING:       # imported when a monitor is asked for
+    from ..monitor.dispatch import Dispatcher
 
 
 class Monitors:
@@ -16,7 +18,8 @@ class Monitors:
         self._servers: list = []
         self._qmp = self._hmp = None
         if self.qmp_address or self.hmp:
-            self.dispatcher = Dispatcher()
+            from ..monitor import dispatch
+            self.dispatcher = dispatch.Dispatcher()
         if self.qmp_address:
             from ..monitor.qmp import QmpServer
             server = QmpServer(self.dispatcher, self.qmp_address)

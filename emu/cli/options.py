@@ -8,8 +8,7 @@ import os
 
 from hyp.dirty import DirtyLogError, check_ring_size
 
-from ..debug.gdb_packets import parse_listen
-from ..debug.trace import FORMATS, KINDS, TraceError, parse_kinds, parse_range
+from ..debug.trace_format import FORMATS, KINDS, TraceError, parse_kinds, parse_range
 from ..machine import MAX_SMP, check_ram_size, parse_size
 from ..migration import parse_uri
 from .console import parse_serial
@@ -95,6 +94,7 @@ def _ring_size(text: str) -> int:
 def _listen(text: str) -> str:
     if not text.strip():
         raise ValueError("an empty address (use tcp::PORT or tcp:HOST:PORT)")
+    from ..debug.gdb_packets import parse_listen     # (the gdb stub's module: only for --gdb)
     parse_listen(text)
     return text
 
@@ -166,6 +166,7 @@ def _serial(text: str) -> str:
 def _qmp_address(text: str) -> str:
     kind, sep, rest = text.partition(":")
     if kind == "tcp" and sep:
+        from ..debug.gdb_packets import parse_listen
         parse_listen(text)
     elif not (kind == "unix" and sep and rest):
         raise ValueError(f"bad QMP address {text!r} (tcp:HOST:PORT or unix:PATH)")

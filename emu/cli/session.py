@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from hyp import dirty
-from hyp.arch.s1debug import dump_s1, explain_s1, regime_text
 from hyp.vcpu import RunResult
 
-from ..boot.linux import boot_linux
-from ..debug.perfetto import PerfettoExporter
-from ..debug.trace import Tracer
 from ..machine import Machine
 from . import console as serial
+
+if TYPE_CHECKING:       # imported where used: a plain run needs none of them
+    from ..boot.linux import Boot
+    from ..debug.perfetto import PerfettoExporter
+    from ..debug.trace import Tracer
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT, EXIT_INTERRUPT = 0, 1, 2, 3, 130
 LEVELS = {"1g": 1, "2m": 2, "4k": 3}
@@ -72,8 +74,9 @@ class Session:
         self.m = m
         self.label = label
         self.image = m.load(elf, args) if elf else None
-        self.boot = None
+        self.boot: Boot | None = None
         if kernel:
+            from ..boot.linux import boot_linux
             self.boot = boot_linux(m, kernel, initrd_path=a.initrd, append=a.append or "",
                                    dtb_path=a.dtb)
             self.image = m.image
@@ -83,8 +86,8 @@ class Session:
                   + f", DTB at {b.dtb_address:#x} ({len(b.dtb)} bytes)", file=sys.stderr)
         self.migration = None                    # emu.cli.migrate.Migration when one runs
         self._trace_file = None
-        self.tracer = None
-        self.exporter = None
+        self.tracer: Tracer | None = None
+        self.exporter: PerfettoExporter | None = None
         self.console: serial.Console | None = None
         self.harvests = 0
 
@@ -93,12 +96,16 @@ class Session:
         of virtual time, and whenever the dirty ring is full), attach tracing."""
         a, m = self.a, self.m
         self._trace_file = open(a.trace_file, "w") if a.trace and a.trace_file else None
-        self.tracer = (Tracer(a.trace, out=self._trace_file, fmt=a.trace_format,
-                              addr_range=a.trace_range, ring=a.trace_ring,
-                              slices=a.command != "step") if a.trace else None)
-        if self.tracer and not getattr(a, "trace_later", False):
-            self.tracer.attach(m)
-        self.exporter = PerfettoExporter(m) if a.perfetto else None
+        if a.trace:
+            from ..debug.trace import Tracer
+            self.tracer = Tracer(a.trace, out=self._trace_file, fmt=a.trace_format,
+                                 addr_range=a.trace_range, ring=a.trace_ring,
+                                 slices=a.command != "step")
+            if not getattr(a, "trace_later", False):
+                self.tracer.attach(m)
+        if a.perfetto:
+            from ..debug.perfetto import PerfettoExporter
+            self.exporter = PerfettoExporter(m)
         if a.prefault:
             m.vm.update_vmid()
             m.vm.map_slot(m.ram)
@@ -172,6 +179,8 @@ class Session:
                   f" VTCR {m.vm.stage2.vtcr:#010x}):", file=sys.stderr)
             for r in m.vm.stage2.dump():
                 print("  " + r.describe(), file=sys.stderr)
+        if a.dump_s1 or a.walk:
+            from hyp.arch.s1debug import dump_s1, explain_s1, regime_text
         if a.dump_s1:
             print(f"[s2emu] {regime_text(m.mmu.s1)}", file=sys.stderr)
             for r in dump_s1(m.mmu):

@@ -102,10 +102,8 @@ the hypervisor.
 """
 from __future__ import annotations
 
-import json
+from functools import lru_cache
 from typing import Callable, NamedTuple
-
-import capstone
 
 from hyp.arch.descriptors import Prot
 from hyp.arch.exception import GuestException
@@ -124,8 +122,6 @@ FAULT_NAMES = {FaultType.ADDRESS_SIZE: "address-size", FaultType.TRANSLATION: "t
 _EXC = {GuestException.UNDEFINED: "und", GuestException.SVC: "svc",
         GuestException.PREFETCH_ABORT: "pabt", GuestException.DATA_ABORT: "dabt",
         GuestException.IRQ: "irq", GuestException.FIQ: "fiq"}
-_CS = {False: capstone.Cs(capstone.CS_ARCH_ARM, capstone.CS_MODE_ARM),
-       True: capstone.Cs(capstone.CS_ARCH_ARM, capstone.CS_MODE_THUMB)}
 
 
 class TraceError(ValueError):
@@ -202,13 +198,22 @@ def code_hex(code: bytes, thumb: bool) -> str:
 _ASM_CACHE: dict[tuple[bytes, int, bool], str] = {}
 
 
+@lru_cache(maxsize=None)
+def _cs(thumb: bool):
+    """Capstone's ARM or Thumb decoder, made on the first disassembly (capstone is imported
+    only when an instruction is shown)."""
+    import capstone
+    return capstone.Cs(capstone.CS_ARCH_ARM,
+                       capstone.CS_MODE_THUMB if thumb else capstone.CS_MODE_ARM)
+
+
 def disassemble(code: bytes, pc: int, thumb: bool) -> str:
     """Capstone's text for one instruction ('(undefined)' if it cannot decode it). In Thumb,
     instructions inside an IT block are shown without the block's condition."""
     key = (code, pc, thumb)
     text = _ASM_CACHE.get(key)
     if text is None:
-        insn = next(_CS[thumb].disasm(code, pc, count=1), None)
+        insn = next(_cs(thumb).disasm(code, pc, count=1), None)
         text = "(undefined)" if insn is None else f"{insn.mnemonic} {insn.op_str}".rstrip()
         if len(_ASM_CACHE) > 65536:
             _ASM_CACHE.clear()
@@ -320,6 +325,7 @@ def format_text(ev: Event) -> str:
 
 
 def format_json(ev: Event) -> str:
+    import json             # here: the command line imports this module for every run
     return json.dumps(json_fields(ev), separators=(",", ":"))
 
 

@@ -32,6 +32,8 @@ import struct
 import zlib
 from typing import BinaryIO, Iterator
 
+from .errors import StreamError
+
 MAGIC = b"S2EMU-MIG\r\n\x1a"
 VERSION = 1
 PAGE = 4096
@@ -43,10 +45,6 @@ _CRC = struct.Struct("<I")
 _PAGES = struct.Struct("<HIH")
 _ZERO = struct.Struct("<HII")
 FLAG_ZSTD = 1
-
-
-class StreamError(Exception):
-    """A migration stream that cannot be used (one line: what and where)."""
 
 
 class Rec(enum.IntEnum):
