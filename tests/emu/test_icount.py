@@ -3,6 +3,7 @@ translation block) against Unicorn's own per-instruction counter (count=, the pu
 fallback) on every bundled guest - the same exits at the same PCs and instruction counts,
 the same console and RAM - with free-running runs and with budgets that end in the middle of
 blocks (ARM, Thumb with IT blocks, faults, SVC, MMIO)."""
+import ctypes
 import glob
 import hashlib
 import os
@@ -158,3 +159,37 @@ def test_tail_stop_never_splits_an_it_block():
     cpsr = (itstate >> 2) << 10 | (itstate & 3) << 25
     assert tail_stop(code[6:], CODE, True, cpsr, 1) == CODE + 4
     assert tail_stop(struct.pack("<3I", 0, 0, 0), CODE, False, 0, 2) == CODE + 8
+
+
+# ---- where the register file is: a known layout is only used once checked -----------------
+def test_the_known_register_file_layout_is_what_calibration_finds():
+    import platform
+
+    import unicorn
+
+    from emu import icount
+    known = icount._KNOWN_ENV.get((unicorn.__version__, platform.machine()))
+    if known is None:
+        pytest.skip("no known layout for this Unicorn: calibration is used")
+    assert icount._calibrate_env() == known
+
+
+@pytest.mark.parametrize("layout", [
+    pytest.param((8, 0, 544), id="pointer-elsewhere"),
+    pytest.param((4090, 0, 0), id="outside-uc_struct"),
+])
+def test_a_wrong_known_layout_falls_back_to_calibration(layout, monkeypatch):
+    import platform
+
+    import unicorn
+    from unicorn import UC_ARCH_ARM, UC_MODE_ARM, Uc
+    from unicorn.arm_const import UC_ARM_REG_R3
+
+    from emu import icount
+    monkeypatch.setattr(icount, "_ENV", None)
+    monkeypatch.setattr(icount, "_KNOWN_ENV", {(unicorn.__version__, platform.machine()): layout})
+    uc = Uc(UC_ARCH_ARM, UC_MODE_ARM)
+    uc.reg_write(UC_ARM_REG_R3, 0xC0FF_EE03)
+    env, _thumb = icount.env_address(uc)
+    assert icount._ENV == icount._calibrate_env() != layout
+    assert struct.unpack("<I", ctypes.string_at(env + 12, 4))[0] == 0xC0FF_EE03
