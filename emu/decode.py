@@ -250,8 +250,67 @@ def _first_in_page(info: AccessInfo, page: int) -> int | None:
     return None
 
 
+# ---- without capstone: the plain loads and stores (most stage-2 aborts: MMIO, dirty) --------
+_COND = ("eq", "ne", "hs", "lo", "mi", "pl", "vs", "vc", "hi", "ls", "ge", "lt", "gt", "le", "")
+_A32_OPS = {(load, byte): _Op(1 if byte else 4, False, not load, "ldst")
+            for load in (False, True) for byte in (False, True)}
+# Thumb 16-bit (A6.2.4): top bits -> (mnemonic, size, sign, write)
+_T16_REG = (("str", 4, False, True), ("strh", 2, False, True), ("strb", 1, False, True),
+            ("ldrsb", 1, True, False), ("ldr", 4, False, False), ("ldrh", 2, False, False),
+            ("ldrb", 1, False, False), ("ldrsh", 2, True, False))
+_T16_IMM = {0b01100: ("str", 4, False, True), 0b01101: ("ldr", 4, False, False),
+            0b01110: ("strb", 1, False, True), 0b01111: ("ldrb", 1, False, False),
+            0b10000: ("strh", 2, False, True), 0b10001: ("ldrh", 2, False, False),
+            0b10010: ("str", 4, False, True), 0b10011: ("ldr", 4, False, False),
+            0b01001: ("ldr", 4, False, False)}
+
+
+def _quick(code: bytes, thumb: bool) -> tuple[int, _Op, bytes, str, None] | None:
+    """_identify for the encodings whose class and mnemonic the bits alone give, as capstone
+    names them (a property test compares the two over these encodings): A32 LDR/STR/LDRB/
+    STRB and their T forms (A5.3) with a base other than SP (capstone calls some of those
+    PUSH/POP), Thumb 16-bit loads and stores (A6.2.4). None: ask capstone. Text is None
+    (capstone makes it when a message needs it)."""
+    if thumb:
+        if len(code) < 2:
+            return None
+        hw = int.from_bytes(code[:2], "little")
+        if hw >> 12 == 0b0101:
+            name, size, sign, write = _T16_REG[hw >> 9 & 7]
+        elif hw >> 11 in _T16_IMM:
+            name, size, sign, write = _T16_IMM[hw >> 11]
+        else:
+            return None
+        return 2, _Op(size, sign, write, "ldst"), code[:2], name, None
+    if len(code) < 4:
+        return None
+    w = int.from_bytes(code[:4], "little")
+    cond = w >> 28
+    if cond == 0xF or w >> 26 & 3 != 0b01 or (w >> 25 & 1 and w >> 4 & 1) or \
+            w >> 16 & 15 == 13:
+        return None
+    load, byte = bool(w >> 20 & 1), bool(w >> 22 & 1)
+    t = not w >> 24 & 1 and w >> 21 & 1
+    name = ("ldr" if load else "str") + ("b" if byte else "") + ("t" if t else "") + _COND[cond]
+    return 4, _A32_OPS[(load, byte)], code[:4], name, None
+
+
 @lru_cache(maxsize=4096)
-def _identify(code: bytes, thumb: bool) -> tuple[int, _Op | None, bytes, str, str]:
+def _identify(code: bytes, thumb: bool) -> tuple[int, _Op | None, bytes, str, str | None]:
+    """What the bytes are: (size, op, raw bytes, mnemonic, text); op is None (and text the
+    reason) for what is not a modelled load or store. Text may be None for a modelled one
+    (see _text)."""
+    quick = _quick(code, thumb)
+    return quick if quick is not None else _identify_cs(code, thumb)
+
+
+def _text(code: bytes, thumb: bool) -> str:
+    """Capstone's text of the instruction (for messages)."""
+    return _identify_cs(bytes(code[:4]), thumb)[4]
+
+
+@lru_cache(maxsize=4096)
+def _identify_cs(code: bytes, thumb: bool) -> tuple[int, _Op | None, bytes, str, str]:
     """Capstone's part, which depends only on the bytes: (size, op, raw bytes, mnemonic,
     text); op is None (and text the reason) for what is not a modelled load or store."""
     cs = _capstone()
@@ -290,6 +349,7 @@ def decode_access(code: bytes, pc: int, thumb: bool, reg: Callable[[int], int],
                       rt=ea.rt, write=op.write, addr=ea.addr, length=ea.length,
                       il32=size == 4, mnemonic=mnemonic)
     if fault_page is not None and _first_in_page(info, fault_page) is None:
+        text = text or _text(code, thumb)
         raise DecodeError(f"{text} at {pc:#x} accesses {info.addr:#x}+{info.length}, "
                           f"not the faulting page {fault_page:#x}")
     return info

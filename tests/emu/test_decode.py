@@ -352,3 +352,52 @@ def test_range_wrapping_past_4gib() -> None:
     assert (info.addr, info.length) == (0xFFFF_FFF8, 16)
     assert fault_address(info, 0) == 0
     assert fault_address(info, 0xFFFF_F000) == 0xFFFF_FFF8
+
+
+# ---- the plain loads and stores are identified without capstone: exactly as capstone does ----
+_A32_LDST = st.integers(0, (1 << 32) - 1).map(lambda w: (w & ~(3 << 26)) | (1 << 26))
+_T16_LDST = st.one_of(st.integers(0x5000, 0x5FFF), st.integers(0x6000, 0x9FFF),
+                      st.integers(0x4800, 0x4FFF))
+
+
+def _by_capstone(code: bytes, thumb: bool):
+    from emu.decode import _identify_cs
+    size, op, raw, mnemonic, _text = _identify_cs(code, thumb)
+    return size, op, raw, mnemonic
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_A32_LDST)
+def test_a32_loads_and_stores_are_identified_as_capstone_does(word):
+    from emu.decode import _quick
+    code = word.to_bytes(4, "little")
+    quick = _quick(code, False)
+    if quick is not None:
+        assert quick[:4] == _by_capstone(code, False)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_T16_LDST)
+def test_t16_loads_and_stores_are_identified_as_capstone_does(hw):
+    from emu.decode import _quick
+    code = hw.to_bytes(2, "little") + b"\x00\xbf"
+    quick = _quick(code, True)
+    if quick is not None:
+        assert quick[:4] == _by_capstone(code, True)
+
+
+@pytest.mark.parametrize("code, thumb, quick", [
+    pytest.param(0xE5801000, False, True, id="str-r1-[r0]"),
+    pytest.param(0x15D01000, False, True, id="ldrbne"),
+    pytest.param(0xE4A01004, False, True, id="strt"),
+    pytest.param(0xE52D1004, False, False, id="push-alias-via-capstone"),
+    pytest.param(0xE7F000F0, False, False, id="udf-media-space"),
+    pytest.param(0xF5D0F000, False, False, id="pld-unconditional"),
+    pytest.param(0x6001, True, True, id="t16-str-imm"),
+    pytest.param(0x5C08, True, True, id="t16-ldrb-reg"),
+    pytest.param(0xB500, True, False, id="t16-push-via-capstone"),
+])
+def test_what_is_identified_without_capstone(code, thumb, quick):
+    from emu.decode import _quick
+    raw = code.to_bytes(2 if thumb else 4, "little") + (b"\x00\xbf" if thumb else b"")
+    assert (_quick(raw, thumb) is not None) == quick
