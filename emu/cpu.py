@@ -129,6 +129,9 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         self.vcounter: VirtualCounter | None = None
         self._hcr = HCR_TRAPS
         self.virq = False                      # the interrupt controller's IRQ line to us
+        # fault -> bool: the hypervisor resolves a stage-2 fault during the fill (set by
+        # hyp.vcpu for each run: its fast path for dirty-logging faults), or None
+        self.fault_in_place: Callable[[Fault], bool] | None = None
         mmu.tlb.listeners.append(self._tlb_flushed)
         self.sync_stage1()
         self._mirror_context()
@@ -181,6 +184,11 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         self._fetch_fill = access == Access.FETCH
         priv = self._privilege(access) if self.mmu.s1.enabled else PL1
         result = self.mmu.fill(vaddr, access, priv)
+        if type(result) is Fault and self.fault_in_place is not None and \
+                self.fault_in_place(result):
+            self.stats["fills"] += 1             # the refused fill, resolved in place
+            self.stats["denied"] += 1
+            result = self.mmu.fill(vaddr, access, priv)
         self._fetch_fill = False
         self.stats["fills"] += 1
         if isinstance(result, (Fault, S1Fault)):

@@ -26,6 +26,30 @@ def inject_pabt(vcpu, va: int) -> None:
     vcpu.take_exception(GuestException.PREFETCH_ABORT, vcpu.pc + 4)
 
 
+def resolve_in_place(vm, f) -> bool:
+    """The fast path for the dirty-logging fault (KVM x86's fast_page_fault, arm64's
+    permission-only relax in user_mem_abort): a write to a write-protected 4 KiB page of a
+    logged slot is marked dirty and its leaf made writable right where the walk refused it,
+    without the vCPU leaving its run. `f` is the walk's page-level fault. False (nothing
+    done): any other case, a dirty ring (a full one must exit to userspace), or a change
+    that would need TLB maintenance - the vCPU then exits as usual. The outcome, the
+    statistics and the dirty log are exactly those of `handle`."""
+    if f.type is not FaultType.PERMISSION or f.level != 3 or not f.write or \
+            f.desc_pa is None or vm.dirty_ring is not None:
+        return False
+    slot = vm.memslot(f.ipa)
+    if slot is None or slot.readonly or not slot.log_dirty or \
+            not vm.stage2.relax_needs_no_maintenance(f.desc_pa, Prot.W):
+        return False
+    vm.stats["exits"] += 1
+    vm.stats["s2 permission"] += 1
+    mark_dirty(vm, slot, slot.gfn(f.ipa))
+    vm.stage2.relax(f.desc_pa, Prot.W)
+    vm.stats["dirty faults"] += 1
+    vm.stats["dirty faults in place"] += 1
+    return True
+
+
 def handle(vm, vcpu, ex: Stage2Abort) -> str:
     """Resolve one stage-2 abort; returns what was done: map, dirty, mmio, inject, af.
     Decisions use the page-level fault from the walk; only MMIO emulation, injection and

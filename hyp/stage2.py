@@ -472,9 +472,8 @@ class Stage2:
         self._walk(ipa, ipa + 1, visit)
         return done
 
-    def relax(self, desc_pa: int, add: Prot) -> None:
-        """Add permissions to the leaf at host PA `desc_pa` (found by the faulting walk): an
-        upgrade, so no TLB maintenance (KVM: stage2_set_pte on the PTE its walk returned)."""
+    def _relaxed(self, desc_pa: int, add: Prot) -> tuple[int, int, int]:
+        """(index, old, new) of the leaf at host PA `desc_pa` with permissions `add`."""
         idx = (desc_pa - self.mem.base) >> 3
         old = int(self.mem.q[idx])
         if not old & 1:
@@ -483,7 +482,23 @@ class Stage2:
         new = old | (_S2AP_W_INT if add & _W else 0) | (_S2AP_R_INT if add & _R else 0)
         if add & _X:
             new &= ~_XN_INT
-        self._store_at(int(idx), new)
+        return int(idx), old, new
+
+    def relax(self, desc_pa: int, add: Prot) -> None:
+        """Add permissions to the leaf at host PA `desc_pa` (found by the faulting walk): an
+        upgrade, so no TLB maintenance (KVM: stage2_set_pte on the PTE its walk returned)."""
+        idx, _old, new = self._relaxed(desc_pa, add)
+        self._store_at(idx, new)
+
+    def relax_needs_no_maintenance(self, desc_pa: int, add: Prot) -> bool:
+        """Would `relax` change the leaf without any TLB maintenance (always, for a valid
+        leaf: the check guards the fault fast path, which cannot flush mid-fill)?"""
+        q = self.mem.q
+        idx = (desc_pa - self.mem.base) >> 3
+        if not (0 <= idx < len(q)) or not int(q[idx]) & 1:
+            return False
+        _idx, old, new = self._relaxed(desc_pa, add)
+        return _maintenance(old, new, _MASKS_INT) == (False, False)
 
     def has_table_at(self, ipa: int, level: int) -> bool:
         """Is the level-`level` entry for `ipa` a table (i.e. not a block or invalid)?"""

@@ -37,6 +37,9 @@ class Vcpu:
     # With several vCPUs (hyp.smp) a WFI with no interrupt pending ends the run ("halted"):
     # the scheduler runs the others, and sleeps only when all of them wait.
     halt_on_wfi: bool = False
+    # Resolve dirty-logging faults where the walk refused them (abort.resolve_in_place),
+    # unless observers watch every exit; False: every abort exits (tests compare both).
+    fast_faults: bool = True
 
     def _enter(self) -> None:
         vm = self.vm
@@ -90,6 +93,8 @@ class Vcpu:
                 if limit is not None:
                     budget = max(1, min(budget, (limit - now) // vm.clock.ns_per_insn))
                 self._enter()
+                cpu.fault_in_place = self._in_place if self.fast_faults and \
+                    not self.observers else None
                 before = cpu.progress
                 if counted:
                     vm.clock.in_flight = lambda: cpu.progress - before
@@ -127,9 +132,15 @@ class Vcpu:
                 if outcome == "stuck":
                     return RunResult("error", cpu.progress - start, _stuck(cpu, ex), ex)
         finally:
+            cpu.fault_in_place = None
             stop.running = False
             stop.set_deadline(None)
             vm.clock.__dict__.pop("in_flight", None)
+
+    def _in_place(self, fault) -> bool:
+        """The machine's TLB-fill path asks this about a stage-2 fault the walk found: True
+        when the hypervisor resolved it there (the access is retried, no exit)."""
+        return abort.resolve_in_place(self.vm, fault)
 
     def _wait_for_interrupt(self, until_ns: int | None) -> str:
         """WFI: sleep in virtual time until the interrupt controller raises this vCPU's line

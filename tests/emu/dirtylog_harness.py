@@ -27,6 +27,7 @@ class Outcome:
     iterations: int = 0
     reported: int = 0
     misses: list = field(default_factory=list)      # (iteration, page) changed, not reported
+    bitmaps: list = field(default_factory=list)     # each collection's reported pages
     bad_values: list = field(default_factory=list)  # (iteration, page, value)
     machine: Machine | None = None
 
@@ -40,10 +41,11 @@ def page_words(m: Machine, slot) -> np.ndarray:
 
 def run(mode: str, backing: str, split: str, *, iterations: int = 12, insns: int = 60_000,
         seed: int = 0x1234, pages: int | None = None, skip_flush_after: int | None = None,
-        ring_size: int = 256) -> Outcome:
+        ring_size: int = 256, fast_faults: bool = True) -> Outcome:
     size, max_level = BACKING[backing]
     npages = pages or size >> 12
     m = Machine(64 << 20, split=split, extra=[Extra(TEST_IPA, size, max_level, "test")])
+    m.vcpu.fast_faults = fast_faults
     img = m.load(os.path.join(GUESTS, "dirtycheck.elf"), f"{TEST_IPA:x} {npages} {seed:x}")
     slot = m.vm.memslot(TEST_IPA)
     vm = m.vm
@@ -74,6 +76,7 @@ def run(mode: str, backing: str, split: str, *, iterations: int = 12, insns: int
             if int(now[p]) not in (it, it - 1) and not first_all_set:
                 out.bad_values.append((it, int(p), int(now[p])))
         out.reported += int(bitmap.sum())
+        out.bitmaps.append(np.flatnonzero(bitmap).tolist())
         prev = now
         vm.write_guest(it_ipa, struct.pack("<Q", it + 1))      # the next iteration
         out.iterations = it
