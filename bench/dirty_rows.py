@@ -78,77 +78,99 @@ def _scale_note(ctx: Context) -> tuple[float, str]:
 
 
 @register_dirty("dirty fault", "round-trip floor", "dirty fault vs floor",
-                "round-trip floor (raw calls)")
+                "round-trip floor (raw calls)", "dirty fault via exit")
 def dirty_fault(ctx: Context) -> list[Result]:
     n = ctx.sizes.dirty_pages
     b = LogBench(2 * n * PAGE, max_level=3)             # n stores to every other page
+    bx = LogBench(2 * n * PAGE, max_level=3)            # ... every fault taken as an exit
+    bx.m.vcpu.fast_faults = False
     floor = RawFloor(LOG_IPA, 2 * n * PAGE)              # the same stores on raw Unicorn
     raw_floor = RawFloor(LOG_IPA, 2 * n * PAGE, raw=True)   # ... through the library calls
-    slot, vm = b.slot, b.vm
-    want_bitmap = np.zeros(slot.npages, dtype=bool)
+    want_bitmap = np.zeros(b.slot.npages, dtype=bool)
     want_bitmap[::2] = True
-    dirty.enable_logging(vm, slot)
-    b.check_pages("after enable_logging")
-    with_f, without, floor_f, floor_w, raw_f, raw_w = [], [], [], [], [], []
+    for bench in (b, bx):
+        dirty.enable_logging(bench.vm, bench.slot)
+        bench.check_pages("after enable_logging")
+    times: dict[str, list[float]] = {k: [] for k in ("f", "w", "xf", "xw", "ff", "fw", "rf",
+                                                      "rw")}
     fills = (0, 0)
+
+    def floors(seed: int) -> list[float]:
+        return [*floor.passes(n, 2 * PAGE, seed), *raw_floor.passes(n, 2 * PAGE, seed)]
+
     for rep in range(ctx.sizes.reps + 1):
         seed = _seed(rep)
+        got = {}
         if rep % 2:                                      # interleaved, alternating order
-            fa, fb = floor.passes(n, 2 * PAGE, seed)
-            ra, rb = raw_floor.passes(n, 2 * PAGE, seed)
-        # Every store hits a write-protected page of the logging slot: one dirty fault each.
-        dt_a, ca = b.touch(LOG_IPA, n, 2 * PAGE, seed)
-        b.expect("dirty pass", ca, dirty=n, perm=n, trans=0, other=0, denied=n, exits=n + 1,
-                 flushes=0, tables=0)
-        # The same pass again, every page now writable: guest code + ordinary TLB fills.
-        b.cold()
-        dt_b, cb = b.touch(LOG_IPA, n, 2 * PAGE, seed ^ 0xFFFF)
-        b.expect("writable pass", cb, dirty=0, perm=0, trans=0, other=0, denied=0, exits=1,
-                 flushes=0, tables=0)
-        b.check_pages("after the dirty pass", want_bitmap)
-        f0 = b.counts()["flushes"]
-        bitmap = dirty.get_dirty_log(vm, slot)          # re-protects exactly those pages
-        if not np.array_equal(bitmap, want_bitmap):
-            raise BenchError(f"dirty bitmap has {int(bitmap.sum())} pages, expected exactly "
-                             f"the {n} the guest stored to")
-        b.expect("get_dirty_log", b.counts(), flushes=f0 + 1)
-        b.check_pages("after get_dirty_log")
+            got.update(zip(("ff", "fw", "rf", "rw"), floors(seed)))
+        got["f"], got["w"], ca, cb = _dirty_pass(b, n, seed, want_bitmap, in_place=n)
+        got["xf"], got["xw"], _, _ = _dirty_pass(bx, n, seed, want_bitmap, in_place=0)
         if rep % 2 == 0:
-            ra, rb = raw_floor.passes(n, 2 * PAGE, seed)
-            fa, fb = floor.passes(n, 2 * PAGE, seed)
+            got.update(zip(("ff", "fw", "rf", "rw"), floors(seed)))
         if rep:
-            with_f.append(dt_a)
-            without.append(dt_b)
-            floor_f.append(fa)
-            floor_w.append(fb)
-            raw_f.append(ra)
-            raw_w.append(rb)
+            for k, v in got.items():
+                times[k].append(v)
             fills = (ca["fills"], cb["fills"])
-    us, noise = _fault_cost(with_f, without, n)
-    floor_us, floor_noise = _fault_cost(floor_f, floor_w, n)
-    raw_us, raw_noise = _fault_cost(raw_f, raw_w, n)
-    note = (f"{n} stores, one to every other page of a {slot.size >> 20} MiB 4K-mapped logging "
-            f"slot, minus the same pass on writable pages: {min(with_f) / n * 1e6:.1f} vs "
-            f"{min(without) / n * 1e6:.1f} us/store ({fills[0]} vs {fills[1]} Python TLB "
-            f"fills); 1 exit, 0 flushes per fault")
+    us, noise = _fault_cost(times["f"], times["w"], n)
+    exit_us, exit_noise = _fault_cost(times["xf"], times["xw"], n)
+    floor_us, floor_noise = _fault_cost(times["ff"], times["fw"], n)
+    raw_us, raw_noise = _fault_cost(times["rf"], times["rw"], n)
+
+    def per(k: str) -> str:
+        return f"{min(times[k]) / n * 1e6:.1f}"
+    note = (f"{n} stores, one to every other page of a {b.slot.size >> 20} MiB 4K-mapped "
+            f"logging slot, minus the same pass on writable pages: {per('f')} vs {per('w')} "
+            f"us/store ({fills[0]} vs {fills[1]} Python TLB fills); resolved in the fill path "
+            f"(hyp.abort.resolve_in_place, KVM's fast_page_fault): 0 emu_start round trips, "
+            f"0 flushes per fault")
     floor_note = (f"the same {n} stores on raw Unicorn (virtual TLB, a Python fill hook through "
                   f"the same binding) denied, emu_start raises, Python marks the page writable "
                   f"and resumes at PC; minus the pass on writable pages: "
-                  f"{min(floor_f) / n * 1e6:.1f} vs {min(floor_w) / n * 1e6:.1f} us/store")
+                  f"{per('ff')} vs {per('fw')} us/store")
     return [Result("dirty fault", round(us, 3), "us", "<= 10", note=note, noise=noise),
+            Result("dirty fault via exit", round(exit_us, 3), "us", None,
+                   note=f"the same, every fault an exit (Vcpu.fast_faults off: what a tracer "
+                        f"or gdb attached gets): {per('xf')} vs {per('xw')} us/store; "
+                        f"{exit_us / floor_us:.2f}x the round-trip floor",
+                   noise=exit_noise),
             Result("round-trip floor", round(floor_us, 3), "us", None, note=floor_note,
                    noise=floor_noise),
             Result("dirty fault vs floor", round(us / floor_us, 3), "x", "<= 3",
                    note=f"dirty fault {us:.1f} us / round-trip floor {floor_us:.1f} us, "
-                        f"measured in the same run, interleaved ({us / raw_us:.2f}x the "
-                        f"floor through raw library calls, {raw_us:.1f} us)",
+                        f"measured in the same run, interleaved (via exit: "
+                        f"{exit_us / floor_us:.2f}x; {us / raw_us:.2f}x and "
+                        f"{exit_us / raw_us:.2f}x the floor through raw library calls, "
+                        f"{raw_us:.1f} us)",
                    noise=noise + floor_noise),
             Result("round-trip floor (raw calls)", round(raw_us, 3), "us", None,
                    note="the same floor through the library as emu.cpu calls it: "
                         "uc_hook_add of a ctypes fill callback, uc_emu_start's status, "
                         "uc_reg_read (the least a Python hypervisor on Unicorn pays): "
-                        f"{min(raw_f) / n * 1e6:.1f} vs {min(raw_w) / n * 1e6:.1f} us/store",
+                        f"{per('rf')} vs {per('rw')} us/store",
                    noise=raw_noise)]
+
+
+def _dirty_pass(b: LogBench, n: int, seed: int, want_bitmap: np.ndarray,
+                in_place: int) -> tuple[float, float, dict, dict]:
+    """One checked rep on `b`: the pass whose n stores each fault once (`in_place` of them
+    resolved in the fill path), the same pass on the now writable pages from a cold TLB, and
+    get_dirty_log (exactly the n pages, one flush). Returns both times and both counts."""
+    dt_a, ca = b.touch(LOG_IPA, n, 2 * PAGE, seed)
+    b.expect("dirty pass", ca, dirty=n, perm=n, trans=0, other=0, denied=n, exits=n + 1,
+             flushes=0, tables=0, in_place=in_place)
+    b.cold()
+    dt_b, cb = b.touch(LOG_IPA, n, 2 * PAGE, seed ^ 0xFFFF)
+    b.expect("writable pass", cb, dirty=0, perm=0, trans=0, other=0, denied=0, exits=1,
+             flushes=0, tables=0, in_place=0)
+    b.check_pages("after the dirty pass", want_bitmap)
+    f0 = b.counts()["flushes"]
+    bitmap = dirty.get_dirty_log(b.vm, b.slot)          # re-protects exactly those pages
+    if not np.array_equal(bitmap, want_bitmap):
+        raise BenchError(f"dirty bitmap has {int(bitmap.sum())} pages, expected exactly "
+                         f"the {n} the guest stored to")
+    b.expect("get_dirty_log", b.counts(), flushes=f0 + 1)
+    b.check_pages("after get_dirty_log")
+    return dt_a, dt_b, ca, cb
 
 
 @register_dirty("model tlb refill")

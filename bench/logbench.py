@@ -48,6 +48,7 @@ class LogBench:
                 "trans": st["s2 translation"],
                 "other": other + st["mmio read"] + st["mmio write"] + st["inject pabt"],
                 "denied": cs["denied"], "fills": cs["fills"],
+                "in_place": st["dirty faults in place"],
                 "flushes": self.m.host.tlb.stats["flush_vmid"],
                 "tables": self.m.host.pool.in_use}
 

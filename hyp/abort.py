@@ -39,12 +39,11 @@ def resolve_in_place(vm, f) -> bool:
         return False
     slot = vm.memslot(f.ipa)
     if slot is None or slot.readonly or not slot.log_dirty or \
-            not vm.stage2.relax_needs_no_maintenance(f.desc_pa, Prot.W):
+            not vm.stage2.relax_in_place(f.desc_pa, Prot.W):
         return False
     vm.stats["exits"] += 1
     vm.stats["s2 permission"] += 1
     mark_dirty(vm, slot, slot.gfn(f.ipa))
-    vm.stage2.relax(f.desc_pa, Prot.W)
     vm.stats["dirty faults"] += 1
     vm.stats["dirty faults in place"] += 1
     return True

@@ -43,7 +43,7 @@ class Memslot:
         return self.ipa + self.size
 
     def contains(self, ipa: int) -> bool:
-        return self.ipa <= ipa < self.end
+        return 0 <= ipa - self.ipa < self.size
 
     def pa_of(self, ipa: int) -> int:
         return self.pa + (ipa - self.ipa)

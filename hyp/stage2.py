@@ -159,24 +159,27 @@ class Stage2:
         new = np.asarray(new, dtype=U64)
         self._store_at(np.arange(first, first + new.size, dtype=np.int64), new)
 
-    def _store_at(self, idx, new) -> None:
+    def _store_at(self, idx, new, *, unless_maintenance: bool = False) -> bool:
         """The one place stage-2 descriptors change: write host-memory descriptor slots `idx`
         (indices into the 64-bit view; an int and an int for one descriptor, arrays for many)
-        with `new`, doing the TLB maintenance they need."""
+        with `new`, doing the TLB maintenance they need. With `unless_maintenance` (one
+        descriptor) a change that needs maintenance is not made: returns whether it was."""
         q = self.mem.q
         if isinstance(idx, int):                # the fault path: one descriptor, same rule
             bbm, downgrade = _maintenance(int(q[idx]), new, _MASKS_INT)
+            if unless_maintenance and (bbm or downgrade):
+                return False
             if bbm:
                 q[idx] = 0
                 self._flush_now("break-before-make")
             q[idx] = new
             if downgrade:
                 self.flush("downgrade")
-            return
+            return True
         new = np.asarray(new, dtype=U64)
         old = q[idx]
         if not (old ^ new).any():
-            return
+            return True
         bbm, downgrade = _maintenance(old, new)
         if bbm.any():
             q[idx[bbm]] = 0
@@ -184,6 +187,7 @@ class Stage2:
         q[idx] = new
         if downgrade.any():
             self.flush("downgrade")
+        return True
 
     def _flush_now(self, reason: str) -> None:
         """A flush that cannot wait for the end of a batch (break-before-make)."""
@@ -490,15 +494,16 @@ class Stage2:
         idx, _old, new = self._relaxed(desc_pa, add)
         self._store_at(idx, new)
 
-    def relax_needs_no_maintenance(self, desc_pa: int, add: Prot) -> bool:
-        """Would `relax` change the leaf without any TLB maintenance (always, for a valid
-        leaf: the check guards the fault fast path, which cannot flush mid-fill)?"""
+    def relax_in_place(self, desc_pa: int, add: Prot) -> bool:
+        """`relax`, for the fault fast path, which cannot flush mid-fill: done (True) only if
+        the change needs no TLB maintenance - always, for a valid leaf; False: nothing
+        changed (not a valid leaf in host memory, or maintenance would be needed)."""
         q = self.mem.q
         idx = (desc_pa - self.mem.base) >> 3
         if not (0 <= idx < len(q)) or not int(q[idx]) & 1:
             return False
-        _idx, old, new = self._relaxed(desc_pa, add)
-        return _maintenance(old, new, _MASKS_INT) == (False, False)
+        idx, _old, new = self._relaxed(desc_pa, add)
+        return self._store_at(idx, new, unless_maintenance=True)
 
     def has_table_at(self, ipa: int, level: int) -> bool:
         """Is the level-`level` entry for `ipa` a table (i.e. not a block or invalid)?"""

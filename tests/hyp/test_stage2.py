@@ -214,3 +214,20 @@ def test_maintenance_of_one_descriptor_in_ints_matches_the_array_rule(pairs):
     bbm, down = _maintenance(old, new)
     for i, (o, n) in enumerate(pairs):
         assert _maintenance(o, n, _MASKS_INT) == (bool(bbm[i]), bool(down[i]))
+
+
+def test_relax_in_place_makes_only_changes_that_need_no_maintenance():
+    """The fault fast path's relax (hyp.abort.resolve_in_place) cannot flush mid-fill."""
+    e = Env()
+    e.s2.map(0x4000_0000, 0x2_0000_0000, 3, Prot.R)
+    f = e.tr(0x4000_0000, Access.WRITE)
+    assert f.type is FaultType.PERMISSION and f.desc_pa is not None
+    assert e.s2.relax_in_place(f.desc_pa, Prot.W)            # an upgrade: done, no flush
+    assert e.tr(0x4000_0000, Access.WRITE).pa == 0x2_0000_0000 and e.flushes() == 0
+    assert not e.s2.relax_in_place(0x1_0070_0000, Prot.W)     # an empty slot: nothing
+    assert not e.s2.relax_in_place(0x9_0000_0000, Prot.W)     # outside host memory
+    # a change that needs maintenance (losing W) is refused, and nothing changes
+    idx = (f.desc_pa - e.mem.base) >> 3
+    before = int(e.mem.q[idx])
+    assert not e.s2._store_at(idx, before & ~(1 << 7), unless_maintenance=True)
+    assert int(e.mem.q[idx]) == before and e.flushes() == 0
