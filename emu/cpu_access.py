@@ -19,8 +19,8 @@ _PC, _CPSR = A.UC_ARM_REG_PC, A.UC_ARM_REG_CPSR
 
 
 class CpuAccess:
-    """Mixin of emu.cpu.VCPU (needs uc, raw (emu.raw_regs.RawRegs), mem, mmu, _running, _pc_t, _breakpoints,
-    _skip_bp_at, debug_stop, instructions, _retired)."""
+    """Mixin of emu.cpu.VCPU (needs uc, raw (emu.raw_regs.RawRegs), mem, mmu, _running,
+    _pc_t, _breakpoints, _skip_bp_at, debug_stop, instructions, _retired)."""
 
     # ---- registers (the RegisterFile protocol of hyp.arch.exception) --------------------
     # Through emu.raw_regs (the library call, no binding layers): exits read a few of these.
