@@ -27,6 +27,8 @@ The rows and how each is measured and checked:
                         cost vs qemu icount", "compute guest cost vs qemu", "compute guest
                         no-icount cost vs qemu" (CPU per guest instruction of guests/compute.elf,
                         start-up subtracted) and "hello whole process vs qemu" (wall)
+  bench/numba_rows.py   "numba block hook vs native C" and "numba start-up": the measurement
+                        behind choosing a C extension (skipped without numba)
   bench/linux_rows.py   Debian's kernel: boot to /init in wall seconds, guest MIPS, and the
                         ratio to qemu-system-arm TCG on the same kernel and initrd
 Shared machinery (sizes, timing, Result, the row registry, output) is in bench/common.py.
@@ -51,13 +53,13 @@ if ROOT not in sys.path:
 import unicorn  # noqa: E402
 
 from bench import (dirty_rows, guest_speed, linux_rows, migration_rows, mmu_rows,  # noqa: E402
-                   native_rows, trace_rows)
+                   native_rows, numba_rows, trace_rows)
 from bench.common import (DEFAULT, QUICK, BenchError, Context, Result,  # noqa: E402
                           json_line, pin_malloc, table)
 
 # every row function, in the order they run
 ROWS = guest_speed.ROWS + dirty_rows.ROWS + trace_rows.ROWS + migration_rows.ROWS + \
-    mmu_rows.ROWS + native_rows.ROWS + linux_rows.ROWS
+    mmu_rows.ROWS + native_rows.ROWS + numba_rows.ROWS + linux_rows.ROWS
 
 
 def header(ctx: Context, quick: bool, rows: list[str] | None = None) -> str:

@@ -125,3 +125,17 @@ def test_virtual_tlb_baseline_checks_memory_and_exact_counts():
     ours.run(exact.prog, exact.regs(seed))
     with pytest.raises(BenchError, match="icount instructions"):
         exact.check(ours, seed)
+
+
+def test_numba_rows_quick_or_skipped():
+    """With numba (the '.[numba]' extra) and emu/native built: both comparison rows, with
+    positive numbers; without either: no rows, and the run still succeeds."""
+    import importlib.util
+
+    from emu import native
+    rows = quick_rows("numba")
+    if importlib.util.find_spec("numba") is None or not native.AVAILABLE:
+        assert rows == {}
+    else:
+        assert set(rows) == {"numba block hook vs native C", "numba start-up"}
+        assert all(r["value"] > 0 for r in rows.values())
