@@ -42,8 +42,8 @@ from .cpu_access import CpuAccess
 from .cpu_count import CpuCount
 from .cpu_events import ESR_UNTOUCHED, CpuEvents, GuestCrash
 from .icount import BlockCount, FaultAddress
-from .raw_regs import TLB_FILL_CFUNC, RawRegs
 from .icount import Counter as InsnCounter
+from .raw_regs import TLB_FILL_CFUNC, RawRegs
 from .timer_traps import VirtualCounter
 from .stop import StopControl
 
@@ -94,8 +94,8 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         self._py_fills = 0
         # The fill hook through the library (no binding wrappers: it runs on every miss).
         self._fill_cb = TLB_FILL_CFUNC(self._fill)
-        native.hook_add(uc, UC_HOOK_TLB_FILL, ctypes.cast(self._fill_cb, ctypes.c_void_p).value,
-                        0)
+        native.hook_add(uc, UC_HOOK_TLB_FILL,
+                        ctypes.cast(self._fill_cb, ctypes.c_void_p).value, 0)
         uc.hook_add(UC_HOOK_INTR, self._intr)
         self._counter = InsnCounter(uc) if self._native is None else BlockCount(self)
         self._fault_address = FaultAddress(uc)     # the exact VA of a denied access
