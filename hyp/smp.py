@@ -36,10 +36,12 @@ class Scheduler:
         self.on_switch = on_switch
         self.quantum = quantum
         self.observers: list = []
+        self.pollers: list = []
         for v in vcpus:
             v.halt_on_wfi = True
             v.cpu.trap_wfe = True                 # HCR.TWE: a WFE ends the vCPU's turn
             v.observers = self.observers          # one list: a tracer sees every vCPU
+            v.pollers = self.pollers
         self.halted = [False] * len(vcpus)
         self.waiting = [False] * len(vcpus)     # in WFE: until another vCPU ran, or an IRQ
         self.current = 0

@@ -37,6 +37,10 @@ class Vcpu:
     # With several vCPUs (hyp.smp) a WFI with no interrupt pending ends the run ("halted"):
     # the scheduler runs the others, and sleeps only when all of them wait.
     halt_on_wfi: bool = False
+    # Called after each handled exit, for work that must happen between bursts but need
+    # not see every abort (the console's input and prompt flushing): unlike observers they
+    # leave the fault fast path on.
+    pollers: list[Callable[[], None]] = field(default_factory=list)
     # Resolve dirty-logging faults where the walk refused them (abort.resolve_in_place),
     # unless observers watch every exit; False: every abort exits (tests compare both).
     fast_faults: bool = True
@@ -116,6 +120,8 @@ class Vcpu:
                     before = cpu.progress
                 for fn in self.observers:
                     fn("handled", ex, outcome)         # after: map/dirty/mmio/inject/af/hvc/...
+                for poll in self.pollers:
+                    poll()
                 if outcome in ("wfi", "suspend"):
                     if self.halt_on_wfi:
                         if not getattr(cpu, "virq", False):

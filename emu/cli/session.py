@@ -121,12 +121,11 @@ class Session:
                   f"virtual time", file=sys.stderr)
         self.console = serial.for_run(a, m.uart, on_quit=lambda: m.cpu.stop.request("quit"))
         if self.console.on_stdout:               # typed input and prompts: after every exit
-            m.vcpu.observers.append(self._poll_console)
+            m.vcpu.pollers.append(self._poll_console)
         self.console.start()
 
-    def _poll_console(self, kind: str, ex, outcome) -> None:
-        if kind == "handled":
-            self.console.poll(self.m.vm.clock.now_ns())
+    def _poll_console(self) -> None:
+        self.console.poll(self.m.vm.clock.now_ns())
 
     @property
     def trace_stream(self):

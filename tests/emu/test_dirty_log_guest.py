@@ -57,3 +57,31 @@ def test_faults_resolved_in_place_change_nothing_the_guest_or_the_log_shows(mode
     assert (bf < bs - in_place // 2) if in_place else bf == bs
     # the ring must exit to userspace when full: no fast path with a ring
     assert (in_place > 0) == (mode != "ring")
+
+
+@pytest.mark.parametrize("watcher, in_place", [
+    pytest.param(None, True, id="nothing-attached"),
+    pytest.param("poller", True, id="a-poller-keeps-it"),         # the CLI's console
+    pytest.param("observer", False, id="an-observer-sees-every-exit"),
+])
+def test_what_keeps_the_fault_fast_path(watcher, in_place):
+    """Pollers (run after each handled exit: the console) leave dirty faults resolved in
+    place; an observer of exits (tracer, Perfetto, gdb) gets every fault as an exit."""
+    import os
+
+    from emu.machine import Machine
+    from hyp import dirty
+
+    from conftest import GUESTS
+    m = Machine(16 << 20, console=lambda b: None)
+    m.load(os.path.join(GUESTS, "dirtyram.elf"), "256 64 0 4")
+    dirty.enable_logging(m.vm, m.ram)
+    calls = []
+    if watcher == "poller":
+        m.vcpu.pollers.append(lambda: calls.append(1))
+    elif watcher == "observer":
+        m.vcpu.observers.append(lambda kind, ex, outcome: calls.append(kind))
+    assert m.run().reason == "off"
+    assert m.vm.stats["dirty faults"] > 0
+    assert (m.vm.stats["dirty faults in place"] > 0) == in_place
+    assert bool(calls) == (watcher is not None)
