@@ -97,6 +97,7 @@ class MigrationSource:
         self._last_insns = 0
         self._timer: int | None = None
         self._wall0 = 0.0
+        self._open: Iteration | None = None      # the iteration in progress
         self._over_half = 0
         self.converged = False
 
@@ -224,13 +225,19 @@ class MigrationSource:
                        throttle=self.report.throttle)
         it.wall_s = time.monotonic()
         self.report.iterations.append(it)
+        self._open = it
 
     def _end_iteration(self, now: int, final: bool = False) -> None:
         it = self.report.iterations[-1]
-        it.end_ns = now
-        it.wall_s = time.monotonic() - it.wall_s
+        self._close_iteration(it, now)
         # the wall clock stays out of the stream: the same run gives the same bytes
         self.writer.json(Rec.ITERATION, dict(asdict(it), wall_s=None, final=final))
+
+    def _close_iteration(self, it: Iteration, now: int) -> None:
+        """The iteration ends at `now`: its virtual end and its wall seconds."""
+        it.end_ns = now
+        it.wall_s = time.monotonic() - it.wall_s
+        self._open = None
 
     def _collect(self) -> list[tuple[int, np.ndarray]]:
         """The dirty log of every memslot, harvested (and re-protected)."""
@@ -299,6 +306,8 @@ class MigrationSource:
             self._timer = None
         r.end_ns = r.end_ns or self.vm.clock.now_ns()
         r.wall_s = time.monotonic() - self._wall0
+        if self._open is not None:               # cut short (cancelled, failed): ends here
+            self._close_iteration(self._open, r.end_ns)
         if self.writer is not None:
             r.total_bytes = self.writer.bytes
             if self.writer.page_bytes:
