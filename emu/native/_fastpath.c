@@ -128,22 +128,12 @@ static bool s2_identity_fill(uc_engine *uc, uint64_t vaddr, uc_mem_type type,
 }
 
 /* ---- Python-facing helpers (addresses of state structs as ints) ------------------------ */
-static struct s2_block_state *state_arg(PyObject *o)
-{
-    void *p = PyLong_AsVoidPtr(o);
-    if (p == NULL && !PyErr_Occurred())
-        PyErr_SetString(PyExc_ValueError, "null state");
-    return (struct s2_block_state *)p;
-}
-
 static PyObject *py_code_page(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "code_page(state, va_page, host_address)");
+    if (!nargs_ok(nargs, 3, "code_page(state, va_page, host_address)"))
         return NULL;
-    }
-    struct s2_block_state *st = state_arg(args[0]);
+    struct s2_block_state *st = (struct s2_block_state *)addr_arg(args[0], "state");
     if (st == NULL)
         return NULL;
     uint64_t va = PyLong_AsUnsignedLongLong(args[1]);
@@ -159,7 +149,7 @@ static PyObject *py_code_page(PyObject *self, PyObject *const *args, Py_ssize_t 
 static PyObject *py_code_flush(PyObject *self, PyObject *arg)
 {
     (void)self;
-    struct s2_block_state *st = state_arg(arg);
+    struct s2_block_state *st = (struct s2_block_state *)addr_arg(arg, "state");
     if (st == NULL)
         return NULL;
     memset(st->code, 0, sizeof st->code);
@@ -170,11 +160,9 @@ static PyObject *py_code_flush(PyObject *self, PyObject *arg)
 static PyObject *py_insns_between(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "insns_between(state, start, end, thumb)");
+    if (!nargs_ok(nargs, 4, "insns_between(state, start, end, thumb)"))
         return NULL;
-    }
-    struct s2_block_state *st = state_arg(args[0]);
+    struct s2_block_state *st = (struct s2_block_state *)addr_arg(args[0], "state");
     if (st == NULL)
         return NULL;
     uint64_t start = PyLong_AsUnsignedLongLong(args[1]);
@@ -192,11 +180,9 @@ static PyObject *py_insns_between(PyObject *self, PyObject *const *args, Py_ssiz
 static PyObject *py_retired(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "retired(state, pc, whole)");
+    if (!nargs_ok(nargs, 3, "retired(state, pc, whole)"))
         return NULL;
-    }
-    struct s2_block_state *st = state_arg(args[0]);
+    struct s2_block_state *st = (struct s2_block_state *)addr_arg(args[0], "state");
     if (st == NULL)
         return NULL;
     uint64_t pc = PyLong_AsUnsignedLongLong(args[1]);

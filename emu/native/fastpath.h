@@ -1,5 +1,6 @@
-/* Shared between the native fast path's C files (emu/native/_fastpath.c, mirror.c). The
- * structs are mirrored by ctypes in emu/native/__init__.py: keep them in step. */
+/* Shared between the native fast path's C files (emu/native/_fastpath.c, mirror.c), which
+ * include Python.h first. The structs are mirrored by ctypes in emu/native/__init__.py:
+ * keep them in step. */
 #ifndef S2EMU_FASTPATH_H
 #define S2EMU_FASTPATH_H
 
@@ -51,6 +52,23 @@ static inline const uint8_t *code_ptr(struct s2_block_state *st, uint64_t va)
 static inline int thumb32(uint16_t hw)
 {
     return (hw >> 11) >= 0x1D;     /* 0b11101, 0b11110, 0b11111: first half of a T32 insn */
+}
+
+/* ---- the Python-facing methods of both files: state structs travel as int addresses --- */
+static inline void *addr_arg(PyObject *o, const char *what)
+{
+    void *p = PyLong_AsVoidPtr(o);
+    if (p == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_ValueError, "null %s", what);
+    return p;
+}
+
+static inline int nargs_ok(Py_ssize_t nargs, Py_ssize_t want, const char *usage)
+{
+    if (nargs == want)
+        return 1;
+    PyErr_SetString(PyExc_TypeError, usage);
+    return 0;
 }
 
 /* Instructions in [start, end); -1 when a page is not in the table. */

@@ -157,14 +157,6 @@ bool s2_mirror_fill(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tlb_entr
 }
 
 /* ---- Python-facing maintenance ---------------------------------------------------------- */
-static struct s2_mirror *mirror_arg(PyObject *o)
-{
-    void *p = PyLong_AsVoidPtr(o);
-    if (p == NULL && !PyErr_Occurred())
-        PyErr_SetString(PyExc_ValueError, "null mirror");
-    return (struct s2_mirror *)p;
-}
-
 static PyObject *py_table_new(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -189,11 +181,9 @@ static PyObject *py_table_free(PyObject *self, PyObject *arg)
 static PyObject *py_insert(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError, "mirror_insert takes 10 arguments");
+    if (!nargs_ok(nargs, 10, "mirror_insert takes 10 arguments"))
         return NULL;
-    }
-    struct s2_mirror *m = mirror_arg(args[0]);
+    struct s2_mirror *m = (struct s2_mirror *)addr_arg(args[0], "mirror");
     if (m == NULL)
         return NULL;
     long vmid = PyLong_AsLong(args[1]), tag = PyLong_AsLong(args[2]);
@@ -229,11 +219,9 @@ static PyObject *py_insert(PyObject *self, PyObject *const *args, Py_ssize_t nar
 static PyObject *py_remove(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "mirror_remove(m, vmid, tag, va)");
+    if (!nargs_ok(nargs, 4, "mirror_remove(m, vmid, tag, va)"))
         return NULL;
-    }
-    struct s2_mirror *m = mirror_arg(args[0]);
+    struct s2_mirror *m = (struct s2_mirror *)addr_arg(args[0], "mirror");
     if (m == NULL)
         return NULL;
     long vmid = PyLong_AsLong(args[1]), tag = PyLong_AsLong(args[2]);
@@ -250,11 +238,9 @@ static PyObject *py_remove(PyObject *self, PyObject *const *args, Py_ssize_t nar
 static PyObject *py_clear(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "mirror_clear(m, vmid)");
+    if (!nargs_ok(nargs, 2, "mirror_clear(m, vmid)"))
         return NULL;
-    }
-    struct s2_mirror *m = mirror_arg(args[0]);
+    struct s2_mirror *m = (struct s2_mirror *)addr_arg(args[0], "mirror");
     if (m == NULL)
         return NULL;
     long vmid = PyLong_AsLong(args[1]);
@@ -274,7 +260,7 @@ static PyObject *py_clear(PyObject *self, PyObject *const *args, Py_ssize_t narg
 static PyObject *py_count(PyObject *self, PyObject *arg)
 {
     (void)self;
-    struct s2_mirror *m = mirror_arg(arg);
+    struct s2_mirror *m = (struct s2_mirror *)addr_arg(arg, "mirror");
     if (m == NULL)
         return NULL;
     Py_ssize_t n = 0;
