@@ -55,6 +55,7 @@ _FETCH_PERMS = UC_PROT_EXEC | UC_PROT_READ
 _DATA_PERMS = {p: (UC_PROT_READ if p & Prot.R else 0) | (UC_PROT_WRITE if p & Prot.W else 0)
                for p in (Prot(v) for v in range(8))}
 _UC_TLB_MAX = 1 << 20            # QEMU's dynamic TLB: 256 entries, doubling up to 2^20
+_TLB_GROW_AT = 0.7               # grow when the fills since a flush pass this share of it
 _GROW_CHUNK = 65_536             # instructions per burst while the TLB needs to grow
 _MAX_CHUNK = 1 << 22             # bursts between stop-request checks (~0.1 s of guest code)
 _UNCOUNTED_CHUNK = 1 << 22       # uncounted runs without the native hook: budgeted bursts
@@ -206,8 +207,7 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         if self._mirror is not None:             # its refills need no Python from now on
             self._mirror.insert(result, self._host + result.pa_page)
         self._fills_since_flush += 1
-        if self._native is not None and self._fills_since_flush > 0.7 * self._uc_tlb_size \
-                and self._uc_tlb_size < _UC_TLB_MAX:
+        if self._native is not None and self._uc_tlb_outgrown():
             self._native.request_stop()          # let the TLB grow (at the next block start)
         return True
 
@@ -254,8 +254,8 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         if self._native is not None:
             self._native.code_flush()
         self.stats["unicorn_flushes"] += 1
-        if self._fills_since_flush > 0.7 * self._uc_tlb_size:
-            self._uc_tlb_size = min(_UC_TLB_MAX, self._uc_tlb_size * 2)
+        if self._uc_tlb_outgrown():
+            self._uc_tlb_size *= 2
             self._set_growth()
         self._fills_since_flush = 0
 
@@ -271,9 +271,16 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         else:
             self._py_fills = n
 
+    def _uc_tlb_outgrown(self) -> bool:
+        """More fills since the last flush than 70% of Unicorn's TLB, and it can still grow
+        (QEMU's tlb_mmu_resize_locked rule: the next flush doubles it)."""
+        return self._uc_tlb_size < _UC_TLB_MAX and \
+            self._fills_since_flush > _TLB_GROW_AT * self._uc_tlb_size
+
     def _set_growth(self) -> None:
+        """Tell the native mirror when its fills outgrow the TLB (see _uc_tlb_outgrown)."""
         if self._mirror is not None:
-            self._mirror.state.grow_at = int(0.7 * self._uc_tlb_size) \
+            self._mirror.state.grow_at = int(_TLB_GROW_AT * self._uc_tlb_size) \
                 if self._uc_tlb_size < _UC_TLB_MAX else native.NO_LIMIT
 
     @property
@@ -291,7 +298,7 @@ class VCPU(CpuAccess, CpuCount, CpuEvents):
         (QEMU's tlb_mmu_resize_locked). Our flushes are rare, so a guest sweeping more pages
         would miss on every page forever: flush at an exit when the fills since the last flush
         exceed 70% of its size. Purely a cache refill: no effect on what the guest sees."""
-        if self._fills_since_flush > 0.7 * self._uc_tlb_size and self._uc_tlb_size < _UC_TLB_MAX:
+        if self._uc_tlb_outgrown():
             self.stats["tlb_growth_flushes"] += 1
             self.flush_unicorn_tlb()
 
