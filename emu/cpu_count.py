@@ -55,16 +55,11 @@ class CpuCount:
             n = on if on_insn else after
         self._account(n, counting)
 
-    _last_executed = 0
-
     def _account(self, n: int, counting: bool = True) -> None:
         """`n` instructions retired in the burst (known only when the burst was counted)."""
-        if not counting:
-            return
-        self._last_executed = max(0, n)
-        if n > 0:
+        if counting and n > 0:
             self._skip_bp_at = None              # the resumed instruction has run
-            self.instructions += self._last_executed
+            self.instructions += n
             self._retired()
 
     def insn_index(self) -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-
 import weakref
 
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_TLB_FILL, UcError
@@ -53,13 +52,13 @@ class _BlockState(ctypes.Structure):
     _fields_ = [("stop", ctypes.c_int32), ("stopped", ctypes.c_int32),
                 ("emu_stop", ctypes.c_void_p), ("reg_read", ctypes.c_void_p),
                 ("thumb_flag", ctypes.c_void_p),
-                ("blocks", ctypes.c_uint64), ("counting", ctypes.c_int32),
+                ("counting", ctypes.c_int32),
                 ("thumb", ctypes.c_int32), ("count", ctypes.c_uint64),
                 ("limit", ctypes.c_uint64), ("base", ctypes.c_uint64),
                 ("block_pc", ctypes.c_uint64), ("block_end", ctypes.c_uint64),
                 ("pending_pc", ctypes.c_uint64), ("pending_end", ctypes.c_uint64),
                 ("pending_n", ctypes.c_uint64),
-                ("allow_pc", ctypes.c_uint64), ("thumb_blocks", ctypes.c_uint64),
+                ("allow_pc", ctypes.c_uint64),
                 ("code", _CodePage * _CALLBACKS.get("code_slots", 1))]
 
 
@@ -147,9 +146,6 @@ class BlockHook:
         """Instructions that completed in this run before `pc` (see _fastpath.c retired)."""
         return _fastpath.retired(self.address, pc, whole)
 
-    def insns_between(self, start: int, end: int, thumb: bool) -> int:
-        return _fastpath.insns_between(self.address, start, end, thumb)
-
     # ---- code pages (for counting Thumb blocks) -------------------------------------------
     def code_page(self, va_page: int, host: int) -> None:
         _fastpath.code_page(self.address, va_page, host)
@@ -176,9 +172,6 @@ class BlockHook:
             self._tail_bounds[0] = self._tail_bounds[1] = _PARKED
         return addr
 
-    @property
-    def blocks(self) -> int:
-        return self.state.blocks
 
 
 # ---- the fill mirror ---------------------------------------------------------------------
@@ -191,7 +184,7 @@ class _MirrorState(ctypes.Structure):
                 ("enabled", ctypes.c_int32), ("vmid", ctypes.c_int32),
                 ("asid", ctypes.c_int32), ("dacr", ctypes.c_uint32),
                 ("fills", ctypes.c_uint64), ("grow_at", ctypes.c_uint64),
-                ("hits", ctypes.c_uint64), ("misses", ctypes.c_uint64),
+                ("hits", ctypes.c_uint64),
                 ("next_way", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
 
 
@@ -240,9 +233,6 @@ class FillMirror:
         remove, addr = _fastpath.mirror_remove, self.address
         for e in entries:
             remove(addr, e.vmid, e.tag, e.va_page)
-
-    def __len__(self) -> int:
-        return _fastpath.mirror_count(self.address)
 
     @property
     def hits(self) -> int:

@@ -52,7 +52,6 @@ int64_t s2_count_between(struct s2_block_state *st, uint64_t start, uint64_t end
 static void s2_block_hook(uc_engine *uc, uint64_t address, uint32_t size, void *user_data)
 {
     struct s2_block_state *st = (struct s2_block_state *)user_data;
-    st->blocks++;
     if (st->stopped)
         return;
     if (st->stop) {
@@ -72,7 +71,6 @@ static void s2_block_hook(uc_engine *uc, uint64_t address, uint32_t size, void *
     }
     int64_t n;
     if (thumb) {
-        st->thumb_blocks++;
         n = s2_count_between(st, address, address + size, 1);
         if (n < 0) {               /* code page unknown: Python decodes it (rare) */
             st->stopped = STOP_UNKNOWN_CODE;
@@ -156,27 +154,10 @@ static PyObject *py_code_flush(PyObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* insns_between(state, start, end, thumb) -> int, -1 if some code page is unknown */
-static PyObject *py_insns_between(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)self;
-    if (!nargs_ok(nargs, 4, "insns_between(state, start, end, thumb)"))
-        return NULL;
-    struct s2_block_state *st = (struct s2_block_state *)addr_arg(args[0], "state");
-    if (st == NULL)
-        return NULL;
-    uint64_t start = PyLong_AsUnsignedLongLong(args[1]);
-    uint64_t end = PyLong_AsUnsignedLongLong(args[2]);
-    int thumb = PyObject_IsTrue(args[3]);
-    if (PyErr_Occurred())
-        return NULL;
-    return PyLong_FromLongLong(s2_count_between(st, start, end, thumb));
-}
-
 /* retired(state, pc, whole) -> instructions that completed before `pc` in this run: the
  * whole count when `whole` (a fetch fault or a stop at a block start: the next block never
- * started) or when the run stopped outside the current block, else the blocks before it plus the current block's instructions before
- * pc. -1 if the code is unknown. */
+ * started) or when the run stopped outside the current block, else the blocks before it plus
+ * the current block's instructions before pc. -1 if the code is unknown. */
 static PyObject *py_retired(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
@@ -217,8 +198,6 @@ static PyMethodDef methods[] = {
     {"code_page", (PyCFunction)(void (*)(void))py_code_page, METH_FASTCALL,
      "code_page(state, va_page, host_address): a page Unicorn may execute from."},
     {"code_flush", py_code_flush, METH_O, "code_flush(state): forget every code page."},
-    {"insns_between", (PyCFunction)(void (*)(void))py_insns_between, METH_FASTCALL,
-     "insns_between(state, start, end, thumb): instructions in [start, end), -1 unknown."},
     {"retired", (PyCFunction)(void (*)(void))py_retired, METH_FASTCALL,
      "retired(state, pc, whole): instructions completed before pc in this run."},
     {NULL, NULL, 0, NULL},

@@ -27,7 +27,6 @@ struct s2_block_state {
     emu_stop_fn emu_stop;          /* uc_emu_stop of the loaded libunicorn */
     reg_read_fn reg_read;          /* uc_reg_read */
     const volatile uint32_t *thumb_flag;   /* the CPU's Thumb flag (env->thumb), or NULL */
-    uint64_t blocks;               /* blocks started (statistics) */
     int32_t counting;              /* count instructions and enforce `limit` */
     int32_t thumb;                 /* the current block is Thumb */
     uint64_t count;                /* instructions of the blocks entered in this run */
@@ -36,7 +35,6 @@ struct s2_block_state {
     uint64_t block_pc, block_end;  /* the current block */
     uint64_t pending_pc, pending_end, pending_n;  /* the block a stop held back, its length */
     uint64_t allow_pc;             /* a tail: this block may start first, past the limit */
-    uint64_t thumb_blocks;         /* Thumb blocks decoded (statistics) */
     struct s2_code_page code[CODE_SLOTS];
 };
 

@@ -46,7 +46,7 @@ struct s2_mirror {
     uint32_t dacr;
     uint64_t fills;                /* fills since Unicorn's TLB was flushed (both paths) */
     uint64_t grow_at;              /* request a stop past this many (TLB growth) */
-    uint64_t hits, misses;         /* statistics */
+    uint64_t hits;                 /* refills served (emu.cpu native_fills) */
     uint32_t next_way;
     uint32_t pad;
 };
@@ -112,10 +112,8 @@ bool s2_mirror_fill(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tlb_entr
     struct s2_tlb_entry *e = find(m, (uint32_t)m->vmid, m->asid, va);
     if (e == NULL && m->asid != TAG_FLAT)
         e = find(m, (uint32_t)m->vmid, TAG_GLOBAL, va);
-    if (e == NULL) {
-        m->misses++;
+    if (e == NULL)
         return false;
-    }
     int fetch = type == UC_MEM_FETCH;
     unsigned pl1 = effective(m, e, 0), pl0 = effective(m, e, 1), eff = pl1;
     if (pl0 != pl1 && m->asid != TAG_FLAT) {
@@ -128,19 +126,15 @@ bool s2_mirror_fill(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tlb_entr
         } else if (!fetch) {
             b->reg_read(uc, UC_ARM_REG_PC, &pc);
             const uint8_t *code = (pc & 0xFFF) <= 0xFFC ? code_ptr(b, pc) : NULL;
-            if (code == NULL) {
-                m->misses++;
+            if (code == NULL)
                 return false;      /* Python reads the code */
-            }
             if (unprivileged(code, (cpsr & CPSR_T) != 0))
                 eff = pl0;
         }
     }
     unsigned need = fetch ? (PROT_R | PROT_X) : type == UC_MEM_WRITE ? PROT_W : PROT_R;
-    if ((eff & need) != need) {
-        m->misses++;
+    if ((eff & need) != need)
         return false;              /* Python re-walks: a fault, or a changed descriptor */
-    }
     result->paddr = e->pa;
     if (fetch) {
         result->perms = UC_PROT_READ | UC_PROT_EXEC;
@@ -256,19 +250,6 @@ static PyObject *py_clear(PyObject *self, PyObject *const *args, Py_ssize_t narg
     Py_RETURN_NONE;
 }
 
-/* count(m) -> valid entries (tests) */
-static PyObject *py_count(PyObject *self, PyObject *arg)
-{
-    (void)self;
-    struct s2_mirror *m = (struct s2_mirror *)addr_arg(arg, "mirror");
-    if (m == NULL)
-        return NULL;
-    Py_ssize_t n = 0;
-    for (size_t i = 0; i < (size_t)SETS * WAYS; i++)
-        n += (Py_ssize_t)(m->table[i].va & 1);
-    return PyLong_FromSsize_t(n);
-}
-
 PyMethodDef s2_mirror_methods[] = {
     {"mirror_table_new", py_table_new, METH_NOARGS, "A zeroed mirror table (address)."},
     {"mirror_table_free", py_table_free, METH_O, "Free a mirror table."},
@@ -278,7 +259,6 @@ PyMethodDef s2_mirror_methods[] = {
      "mirror_remove(m, vmid, tag, va)"},
     {"mirror_clear", (PyCFunction)(void (*)(void))py_clear, METH_FASTCALL,
      "mirror_clear(m, vmid): that VMID's entries, -1 all"},
-    {"mirror_count", py_count, METH_O, "mirror_count(m): valid entries"},
     {NULL, NULL, 0, NULL},
 };
 
