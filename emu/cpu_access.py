@@ -9,7 +9,7 @@ from unicorn import UC_HOOK_CODE
 from unicorn import arm_const as A
 
 from hyp.arch.exception import CPSR_T
-from hyp.arch.psr import it_advance
+from hyp.arch.psr import it_advance, thumb32
 
 from .cp15 import CP15
 
@@ -162,4 +162,4 @@ class CpuAccess:
         if not thumb:
             return 4
         first = int.from_bytes(self.read_code(pc, 2), "little")
-        return 4 if first >> 11 in (0b11101, 0b11110, 0b11111) else 2
+        return 4 if thumb32(first) else 2

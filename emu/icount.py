@@ -16,6 +16,8 @@ import numpy as np
 from unicorn import UC_ARCH_ARM, UC_MODE_ARM, Uc
 from unicorn.arm_const import UC_ARM_REG_PC, UC_ARM_REG_R0
 
+from hyp.arch.psr import thumb32
+
 _OFFSET: int | None = None
 _SCAN = 1 << 16
 
@@ -170,7 +172,7 @@ def _calibrate_env() -> tuple[int, int, int]:
     if not common:
         raise IcountUnavailable("cannot locate unicorn's ARM register file")
     off, delta = common[0]
-    env = ctypes.c_uint64.from_address(a._uch.value + off).value + delta
+    env = _env_of(a, (off, delta, 0))
     from unicorn.arm_const import UC_ARM_REG_CPSR
     cpsr = a.reg_read(UC_ARM_REG_CPSR)
     snaps = []
@@ -208,22 +210,26 @@ def env_address(uc: Uc) -> tuple[int, int]:
     return _env_on(uc, _ENV)
 
 
+def _env_of(uc: Uc, layout: tuple[int, int, int]) -> int:
+    """Where `layout` says this engine's CPUARMState is."""
+    off, delta, _thumb = layout
+    uc.reg_read(UC_ARM_REG_R0)                    # engines allocate their CPU on first use
+    return ctypes.c_uint64.from_address(uc._uch.value + off).value + delta
+
+
 def _mapped(uc: Uc, layout: tuple[int, int, int]) -> bool:
     """Does a layout point into readable memory (so checking it cannot crash)?"""
-    from unicorn.arm_const import UC_ARM_REG_R0
-    off, delta, thumb = layout
-    if off + 8 > 4096:
+    if layout[0] + 8 > 4096:
         return False
-    uc.reg_read(UC_ARM_REG_R0)                    # engines allocate their CPU on first use
-    env = ctypes.c_uint64.from_address(uc._uch.value + off).value + delta
-    return any(lo <= env and env + max(thumb, 64) + 4 <= hi for lo, hi in _readable())
+    env = _env_of(uc, layout)
+    return any(lo <= env and env + max(layout[2], 64) + 4 <= hi for lo, hi in _readable())
 
 
 def _env_on(uc: Uc, layout: tuple[int, int, int]) -> tuple[int, int]:
-    off, delta, thumb = layout
+    thumb = layout[2]
     from unicorn.arm_const import UC_ARM_REG_CPSR, UC_ARM_REG_R7
-    cpsr, r7 = uc.reg_read(UC_ARM_REG_CPSR), uc.reg_read(UC_ARM_REG_R7)   # (initialises uc)
-    env = ctypes.c_uint64.from_address(uc._uch.value + off).value + delta
+    env = _env_of(uc, layout)
+    cpsr, r7 = uc.reg_read(UC_ARM_REG_CPSR), uc.reg_read(UC_ARM_REG_R7)
     flag = ctypes.c_uint32.from_address(env + thumb)
     ok = True
     for t in (1, 0):
@@ -238,10 +244,6 @@ def _env_on(uc: Uc, layout: tuple[int, int, int]) -> tuple[int, int]:
 
 
 # ---- exact budgets with block counting (emu.native.BlockHook) ----------------------------
-def _thumb32(hw: int) -> bool:
-    return hw >> 11 in (0b11101, 0b11110, 0b11111)
-
-
 def tail_stop(code: bytes, pc: int, thumb: bool, cpsr: int, left: int) -> int | None:
     """Where a run that must retire `left` more instructions of the block at `pc` (its bytes:
     `code`) stops: after `left` instructions, or - when that boundary is inside a Thumb IT
@@ -257,7 +259,7 @@ def tail_stop(code: bytes, pc: int, thumb: bool, cpsr: int, left: int) -> int | 
         if n >= left and mask == 0:
             return pc + off
         hw = int.from_bytes(code[off:off + 2], "little")
-        if _thumb32(hw):
+        if thumb32(hw):
             off += 4
         else:
             off += 2
@@ -288,7 +290,7 @@ def it_skipped(pcs: list, read_code) -> int:
             else:
                 n += 1
             first = int.from_bytes(read_code(at, 2), "little")
-            at += 4 if first >> 11 in (0x1D, 0x1E, 0x1F) else 2
+            at += 4 if thumb32(first) else 2
     return n
 
 

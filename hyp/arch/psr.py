@@ -37,6 +37,12 @@ def condition_passed(cond: int, cpsr: int) -> bool:
     return bool(base) if cond & 1 == 0 or cond == 0b1111 else not base
 
 
+def thumb32(hw: int) -> bool:
+    """Is halfword `hw` the first of a 32-bit Thumb instruction (A6.1: bits [15:11] are
+    0b11101, 0b11110 or 0b11111)?"""
+    return hw >> 11 >= 0b11101
+
+
 def current_condition(code: bytes, thumb: bool, cpsr: int) -> int:
     """The condition the instruction in `code` executes under: its cond field (A32), the IT
     block's (T32 inside one), else AL."""
